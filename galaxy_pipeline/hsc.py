@@ -21,3 +21,6 @@ PSF_FWHM_ARCSEC: dict[str, float] = {"g": 0.77, "r": 0.76, "i": 0.58, "z": 0.68,
 
 DEPTH_5SIGMA_MAG: dict[str, float] = {"g": 26.5, "r": 26.1, "i": 25.9, "z": 25.1, "y": 24.4}
 """5-sigma point-source limiting AB magnitude of the PDR2 Wide layer per band."""
+
+PSF_MOFFAT_BETA: float = 3.0
+"""Moffat slope used to model the HSC PSF (mock images and PSF-convolved Sersic fits alike)."""
