@@ -28,6 +28,9 @@ from galaxy_pipeline.hsc import BANDS
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
+MODEL_SPACE_LIMIT = 2.0
+"""Generated model-space pixels are clipped to [-2, 2]: twice the 99.9th-percentile training pixel."""
+
 _HISTOGRAM_HALF_WIDTH = 30.0
 _HISTOGRAM_BINS = 24_000
 

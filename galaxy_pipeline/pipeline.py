@@ -24,7 +24,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import snapshot_download
 from PIL import Image
 
-from galaxy_pipeline.normalization import FluxTransform
+from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT, FluxTransform
 from galaxy_pipeline.unet import RedshiftUNet2DModel
 from galaxy_pipeline.visualization import to_pil
 
@@ -49,8 +49,9 @@ class GalaxyPipelineOutput(BaseOutput):
 def paper_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
     """The paper's DDPM noise schedule: linear betas from 1e-4 to 0.02 over 1000 steps.
 
-    Predicted clean images are clipped to [-2, 2] in model space (the flux transform maps the
-    99.9th-percentile training pixel to 1), a loose guard that keeps galaxy cores intact.
+    Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (2) in model space (the flux
+    transform maps the 99.9th-percentile training pixel to 1), a loose guard that keeps galaxy
+    cores intact.
     """
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
@@ -59,7 +60,7 @@ def paper_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
         beta_schedule="linear",
         prediction_type="epsilon",
         clip_sample=True,
-        clip_sample_range=2.0,
+        clip_sample_range=MODEL_SPACE_LIMIT,
     )
 
 
@@ -204,11 +205,25 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             noise = self.unet(model_input, timestep, redshift_tensor).sample.float()
             sample = self.scheduler.step(noise, timestep, sample, generator=generator).prev_sample
         self.unet.train(was_training)
+        sample = self._clip_to_model_space(sample)
 
         images = self._convert(sample, output_type)
         if not return_dict:
             return images, redshifts
         return GalaxyPipelineOutput(images=images, redshifts=redshifts)
+
+    @staticmethod
+    def _clip_to_model_space(sample: torch.Tensor) -> torch.Tensor:
+        """Clip to [-MODEL_SPACE_LIMIT, MODEL_SPACE_LIMIT], warning when a sampler left that range."""
+        outside = (sample.abs() > MODEL_SPACE_LIMIT) | ~torch.isfinite(sample)
+        if outside.any():
+            warnings.warn(
+                f"{int(outside.sum())} of {sample.numel()} generated pixels fell outside the model-space range "
+                f"[-{MODEL_SPACE_LIMIT}, {MODEL_SPACE_LIMIT}] and were clipped: the sampler may be diverging "
+                "(too few steps, or an undertrained model).",
+                stacklevel=3,
+            )
+        return torch.nan_to_num(sample).clamp(-MODEL_SPACE_LIMIT, MODEL_SPACE_LIMIT)
 
     def _convert(self, model_values: torch.Tensor, output_type: str):
         if output_type == "model":

@@ -1,0 +1,76 @@
+"""RedshiftUNet2DModel: conditioning, presets, config persistence, bf16."""
+
+import numpy as np
+import pytest
+import torch
+
+from galaxy_pipeline import RedshiftUNet2DModel
+from galaxy_pipeline.unet import UNET_PRESETS
+
+
+@pytest.fixture
+def unet() -> RedshiftUNet2DModel:
+    torch.manual_seed(0)
+    return RedshiftUNet2DModel.from_preset("tiny", sample_size=16).eval()
+
+
+def test_output_shape_and_redshift_dependence(unet):
+    sample = torch.randn(2, 5, 16, 16)
+    with torch.no_grad():
+        low = unet(sample, 500, torch.tensor([0.30, 0.30])).sample
+        near = unet(sample, 500, 0.31).sample
+        far = unet(sample, 500, 2.0).sample
+    assert low.shape == sample.shape
+    assert not torch.allclose(low, near)
+    assert (far - low).abs().mean() > (near - low).abs().mean()
+
+
+def test_redshift_embedding_resolves_small_differences(unet):
+    embedding = unet.embed_redshift(torch.tensor([0.30, 0.31]))
+    assert torch.dist(embedding[0], embedding[1]) > 0.05
+
+
+def test_config_round_trip_keeps_redshift_fields(unet, tmp_path):
+    unet.register_to_config(redshift_min=0.01, redshift_max=3.5)
+    unet.save_pretrained(tmp_path)
+    assert list(tmp_path.glob("*.safetensors"))
+    loaded = RedshiftUNet2DModel.from_pretrained(tmp_path)
+    for key in ("redshift_embedding_dim", "redshift_scale", "redshift_min", "redshift_max", "block_out_channels"):
+        assert np.array_equal(loaded.config[key], unet.config[key])
+    sample = torch.randn(1, 5, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(sample, 10, 1.0).sample, unet(sample, 10, 1.0).sample, rtol=0, atol=1e-5)
+
+
+def test_bfloat16_forward(unet):
+    unet = unet.to(torch.bfloat16)
+    with torch.no_grad():
+        out = unet(torch.randn(2, 5, 16, 16, dtype=torch.bfloat16), torch.tensor([3, 900]), [0.1, 1.5]).sample
+    assert out.dtype == torch.bfloat16
+    assert torch.isfinite(out.float()).all()
+
+
+def test_paper_preset_has_four_head_attention():
+    config = UNET_PRESETS["paper"]
+    attention_channels = [
+        channels
+        for channels, block in zip(config["block_out_channels"], config["down_block_types"], strict=True)
+        if block.startswith("Attn")
+    ]
+    assert attention_channels
+    assert all(channels // config["attention_head_dim"] == 4 for channels in attention_channels)
+    unet = RedshiftUNet2DModel.from_preset("paper")
+    assert unet.config.in_channels == 5 and unet.config.sample_size == 64
+    assert unet.mid_block.attentions[0].heads == 4
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="Unknown UNet preset"):
+        RedshiftUNet2DModel.from_preset("huge")
+    with pytest.raises(ValueError, match="redshift_min"):
+        RedshiftUNet2DModel.from_preset("tiny", redshift_min=2.0, redshift_max=1.0)
+    with pytest.raises(ValueError, match="class_embed_type"):
+        RedshiftUNet2DModel.from_preset("tiny", class_embed_type="timestep")
+    unet = RedshiftUNet2DModel.from_preset("tiny", sample_size=8)
+    with pytest.raises(ValueError, match="one per image"):
+        unet(torch.randn(2, 5, 8, 8), 1, torch.tensor([0.1, 0.2, 0.3]))
