@@ -1,0 +1,446 @@
+"""Sharing pipelines on the Hugging Face Hub: model card rendering, push, and download.
+
+    >>> url = push_pipeline("runs/quickstart/pipeline", "user/galaxies-ddpm", report_dir="runs/quickstart/eval")
+    >>> pipe, source = load_pipeline("user/galaxies-ddpm")     # source.commit: the exact Hub revision
+
+The card is rendered from the Jinja template ``galaxy_pipeline/templates/pipeline_card.md``
+(installed with the package; ``model_cards/pipeline_card.md`` links to it). Only the files a
+pipeline needs travel to the Hub: configs, safetensors weights, the card, and evaluation figures.
+Training checkpoints, logs and pickled or non-safetensors weights never do. Tokens come from
+``huggingface_hub`` (``HF_TOKEN`` or ``hf auth login``) and are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+
+from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
+
+logger = logging.getLogger(__name__)
+
+CARD_TEMPLATE = "pipeline_card.md"
+"""File name of the model card template inside ``galaxy_pipeline/templates``."""
+
+TRAINING_CONFIG_FILE = "training_config.json"
+REPORT_FILE = "report.json"
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
+
+CARD_TAGS: tuple[str, ...] = ("diffusers", "astronomy", "galaxies", "redshift", "hsc", "ddpm")
+
+UPLOAD_ALLOW_PATTERNS: list[str] = ["*.json", "*.safetensors", "README.md", "figures/*"]
+"""What a pipeline upload may contain (patterns relative to the pipeline folder, ``*`` crosses folders)."""
+
+UPLOAD_IGNORE_PATTERNS: list[str] = [
+    "checkpoint-*",
+    "*/checkpoint-*",
+    "logs/*",
+    "*/logs/*",
+    "runs/*",
+    ".*",
+    "*/.*",
+    "*.bin",
+    "*.pt",
+    "*.pth",
+    "*.ckpt",
+    "*.pkl",
+    "*.pickle",
+    "*.npy",
+    "*.npz",
+]
+"""What a pipeline upload never contains: training checkpoints, logs, hidden files, non-safetensors weights."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loaded pipeline came from.
+
+    Args:
+        model_id: the Hub id or local folder the user asked for.
+        local_dir: the local folder the pipeline was read from (a Hub snapshot for Hub ids).
+        commit: the Hub commit hash of the snapshot, or ``None`` for a local folder.
+    """
+
+    model_id: str
+    local_dir: Path
+    commit: str | None
+
+
+def render_model_card(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    report_dir: str | os.PathLike | None = None,
+    license: str = "cc-by-4.0",
+    datasets: Sequence[str] = ("GalaxiesML",),
+) -> ModelCard:
+    """Render the model card of a saved pipeline folder.
+
+    Args:
+        model_dir: a folder written by ``GalaxyRedshiftPipeline.save_pretrained`` (may hold a
+            ``training_config.json``, rendered as a table).
+        repo_id: the Hub id the card describes (``user/name``), used in the usage code.
+        report_dir: an output folder of ``galaxy-pipeline evaluate`` holding ``report.json`` and
+            PNG figures; its metrics become the evaluation table and its figures are embedded
+            from ``figures/``.
+        license: license of the weights (GalaxiesML, the training data, is CC BY 4.0).
+        datasets: training datasets listed in the card metadata.
+    """
+    model_dir = _check_model_dir(model_dir)
+    unet_config = _read_json(model_dir / "unet" / "config.json")
+    scheduler_config = _read_json(model_dir / "scheduler" / "scheduler_config.json")
+    training_config_path = model_dir / TRAINING_CONFIG_FILE
+    training_rows = _flatten(_read_json(training_config_path)) if training_config_path.is_file() else []
+    report_dir = _check_report_dir(report_dir) if report_dir is not None else None
+    evaluation_tables = report_tables(_read_json(report_dir / REPORT_FILE)) if report_dir else []
+    figures = [{"name": path.stem, "path": f"figures/{path.name}"} for path in _figures(report_dir)]
+
+    sample_size = unet_config.get("sample_size", 64)
+    card_data = ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        tags=list(CARD_TAGS),
+        datasets=list(datasets),
+        license=license,
+    )
+    template = resources.files("galaxy_pipeline").joinpath("templates", CARD_TEMPLATE).read_text(encoding="utf-8")
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        repo_id=repo_id,
+        model_name=repo_id.split("/")[-1],
+        redshift_min=_plain(unet_config.get("redshift_min", 0.0)),
+        redshift_max=_plain(unet_config.get("redshift_max", 4.0)),
+        num_bands=unet_config.get("in_channels", len(BANDS)),
+        bands=list(BANDS),
+        image_size=sample_size if isinstance(sample_size, int) else sample_size[0],
+        pixel_scale=PIXEL_SCALE_ARCSEC,
+        mag_zero_point=_plain(MAG_ZERO_POINT),
+        num_parameters=_count_parameters(model_dir / "unet"),
+        block_out_channels=", ".join(str(c) for c in unet_config.get("block_out_channels", [])),
+        scheduler_class=scheduler_config.get("_class_name", "unknown"),
+        num_train_timesteps=scheduler_config.get("num_train_timesteps", "?"),
+        beta_schedule=scheduler_config.get("beta_schedule", "?"),
+        training_rows=training_rows,
+        evaluation_tables=evaluation_tables,
+        figures=figures,
+    )
+
+
+def report_tables(report: Any) -> list[dict[str, Any]]:
+    """Turn an evaluation ``report.json`` of any shape into Markdown-ready tables.
+
+    A list of row dicts (e.g. one per redshift bin) becomes one table with the union of their
+    keys as columns; the scalar entries of a dict (nested dicts flattened with dots) become a
+    ``metric | value`` table; each list of row dicts inside a dict becomes its own table, titled
+    by its key. Returns dicts with ``title``, ``header`` and ``rows`` (formatted strings).
+    """
+    tables: list[dict[str, Any]] = []
+
+    def visit(value: Any, title: str) -> None:
+        if _is_row_list(value):
+            header = list(dict.fromkeys(key for row in value for key in row))
+            rows = [[_cell(row.get(key, "")) for key in header] for row in value]
+            tables.append({"title": title, "header": [_escape(h) for h in header], "rows": rows})
+        elif isinstance(value, Mapping):
+            scalars, nested = [], []
+            for key, item in value.items():
+                name = f"{title}.{key}" if title else str(key)
+                (nested if _is_row_list(item) else scalars).append((name, item))
+            rows = [[key, text] for key, text in _flatten(dict(scalars))]
+            if rows:
+                tables.append({"title": title, "header": ["metric", "value"], "rows": rows})
+            for name, item in nested:
+                visit(item, name)
+        else:
+            tables.append({"title": title, "header": ["value"], "rows": [[_cell(value)]]})
+
+    visit(report, "")
+    return tables
+
+
+def push_pipeline(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    report_dir: str | os.PathLike | None = None,
+    commit_message: str = "Upload GalaxyRedshiftPipeline",
+    license: str = "cc-by-4.0",
+) -> str:
+    """Upload a saved pipeline, its model card and evaluation figures to the Hub in one commit.
+
+    Args:
+        model_dir: a folder written by ``GalaxyRedshiftPipeline.save_pretrained``.
+        repo_id: target model repository, ``user/name`` (created if missing).
+        private: create the repository as private (an existing repository keeps its visibility).
+        revision: branch to commit to (created from main if missing); default the main branch.
+        token: Hub token; default the standard places (``HF_TOKEN``, ``hf auth login``).
+        report_dir: output folder of ``galaxy-pipeline evaluate`` (``report.json`` + PNG figures).
+        commit_message: message of the commit.
+        license: license of the weights, written into the card metadata.
+
+    Returns:
+        The URL of the repository (of the branch when ``revision`` is given).
+    """
+    model_dir = _check_model_dir(model_dir)
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"Invalid Hub repository id {repo_id!r}: use the form 'user/name'. ({error})") from error
+    if "/" not in repo_id:
+        raise ValueError(f"Invalid Hub repository id {repo_id!r}: use the form 'user/name'.")
+    card = render_model_card(model_dir, repo_id, report_dir=report_dir, license=license)
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision is not None:
+        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+    with tempfile.TemporaryDirectory(prefix="galaxy-pipeline-upload-") as staging:
+        files = _stage_upload(model_dir, Path(staging), card, report_dir)
+        logger.info("Uploading %d files from %s to %s", len(files), model_dir, repo_id)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=staging,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message,
+            allow_patterns=UPLOAD_ALLOW_PATTERNS,
+            ignore_patterns=UPLOAD_IGNORE_PATTERNS,
+        )
+    url = str(repo_url).rstrip("/")
+    return f"{url}/tree/{revision}" if revision else url
+
+
+def upload_file_list(model_dir: str | os.PathLike) -> list[str]:
+    """Paths (relative, POSIX) of the pipeline files :func:`push_pipeline` uploads from ``model_dir``."""
+    model_dir = Path(model_dir)
+    paths = sorted(path.relative_to(model_dir).as_posix() for path in model_dir.rglob("*") if path.is_file())
+    return [
+        path
+        for path in filter_repo_objects(
+            paths, allow_patterns=UPLOAD_ALLOW_PATTERNS, ignore_patterns=UPLOAD_IGNORE_PATTERNS
+        )
+        if path != "README.md" and not path.startswith("figures/")
+    ]
+
+
+def resolve_model(
+    model: str | os.PathLike,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+) -> ModelSource:
+    """Find the local folder of a pipeline given a folder path or a Hub id (downloading it if needed).
+
+    Hub ids are fetched with ``huggingface_hub.snapshot_download`` (safetensors and configs only;
+    ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` are passed on). Something that
+    looks like a path (exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/``) is
+    never sent to the Hub.
+    """
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    looks_like_path = path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1 or "\\" in text
+    if looks_like_path:
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"Model folder {text!r} does not exist: pass a folder written by save_pretrained "
+                "or a Hub id 'user/name'."
+            )
+        _check_model_dir(path)
+        return ModelSource(model_id=text, local_dir=path.resolve(), commit=None)
+    try:
+        local_dir = snapshot_download(
+            text,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            ignore_patterns=UPLOAD_IGNORE_PATTERNS,
+        )
+    except HFValidationError as error:
+        raise ValueError(f"{text!r} is neither a model folder nor a valid Hub id 'user/name'. ({error})") from error
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise FileNotFoundError(
+            f"Hub model {text!r} (revision {revision or 'main'}) was not found, or it is private and no token "
+            "gives access: check the id, or log in with `hf auth login`."
+        ) from error
+    except LocalEntryNotFoundError as error:
+        raise FileNotFoundError(
+            f"Hub model {text!r} is not in the local cache and the Hub cannot be reached (offline?): "
+            "connect once to download it, or pass a local model folder."
+        ) from error
+    local_dir = Path(local_dir)
+    commit = local_dir.name if re.fullmatch(r"[0-9a-f]{40}", local_dir.name) else None
+    return ModelSource(model_id=text, local_dir=local_dir, commit=commit)
+
+
+def load_pipeline(
+    model: str | os.PathLike,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+):
+    """Load a ``GalaxyRedshiftPipeline`` from a folder or a Hub id onto ``device``.
+
+    Args:
+        model: a folder written by ``save_pretrained`` or a Hub id ``user/name``.
+        revision: Hub branch, tag or commit; default main.
+        token: Hub token for private models; default the standard places.
+        device: torch device the pipeline runs on (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+        dtype: weights dtype, ``float32`` or ``bfloat16`` (sampling stays in float32).
+        cache_dir: Hub cache folder; default the standard one.
+        local_files_only: never contact the Hub, use the cache only.
+
+    Returns:
+        ``(pipeline, ModelSource)``.
+    """
+    import torch
+
+    from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}; got {dtype!r}.")
+    source = resolve_model(
+        model, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only
+    )
+    pipe = GalaxyRedshiftPipeline.from_pretrained(source.local_dir, dtype=dtypes[dtype])
+    return pipe.to(device), source
+
+
+def _stage_upload(model_dir: Path, staging: Path, card: ModelCard, report_dir: str | os.PathLike | None) -> list[str]:
+    """Fill ``staging`` with what is uploaded (hard links where possible) and return the relative paths."""
+    files = upload_file_list(model_dir)
+    for relative in files:
+        _link_or_copy(model_dir / relative, staging / relative)
+    card.save(staging / "README.md")
+    files.append("README.md")
+    if report_dir is not None:
+        report_dir = Path(report_dir)
+        _link_or_copy(report_dir / REPORT_FILE, staging / "evaluation" / REPORT_FILE)
+        files.append(f"evaluation/{REPORT_FILE}")
+        for figure in _figures(report_dir):
+            _link_or_copy(figure, staging / "figures" / figure.name)
+            files.append(f"figures/{figure.name}")
+    return files
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _check_model_dir(model_dir: str | os.PathLike) -> Path:
+    model_dir = Path(model_dir)
+    if not (model_dir / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"{model_dir} is not a pipeline folder (no model_index.json): pass the folder written by "
+            "GalaxyRedshiftPipeline.save_pretrained (e.g. the 'pipeline' folder of a training run)."
+        )
+    if not any((model_dir / "unet").glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"{model_dir / 'unet'} holds no .safetensors weights: save the pipeline with "
+            "save_pretrained(..., safe_serialization=True)."
+        )
+    return model_dir
+
+
+def _check_report_dir(report_dir: str | os.PathLike) -> Path:
+    report_dir = Path(report_dir)
+    if not (report_dir / REPORT_FILE).is_file():
+        raise FileNotFoundError(
+            f"No {REPORT_FILE} in {report_dir}: pass the output folder of `galaxy-pipeline evaluate` as --report."
+        )
+    return report_dir
+
+
+def _figures(report_dir: Path | None) -> list[Path]:
+    if report_dir is None:
+        return []
+    return sorted(path for path in report_dir.iterdir() if path.is_file() and path.suffix.lower() in FIGURE_SUFFIXES)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: the pipeline folder is incomplete; save it again.") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or regenerate it.") from error
+
+
+def _count_parameters(unet_dir: Path) -> str:
+    """Number of weights in the safetensors files of ``unet_dir``, read from their headers only."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in unet_dir.glob("*.safetensors"):
+        with safe_open(path, framework="np") as weights:
+            for key in weights.keys():  # noqa: SIM118 (safe_open is not a Mapping)
+                count = 1
+                for size in weights.get_slice(key).get_shape():
+                    count *= size
+                total += count
+    return f"{total / 1e6:.1f} M" if total >= 1e6 else f"{total:,}"
+
+
+def _flatten(config: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, table cell)`` rows of a nested dict; lists of scalars are comma-joined."""
+    if not isinstance(config, Mapping):
+        return [(_escape(prefix or "value"), _cell(config))]
+    rows: list[tuple[str, str]] = []
+    for key, value in config.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            rows.extend(_flatten(value, name))
+        else:
+            rows.append((_escape(name), _cell(value)))
+    return rows
+
+
+def _is_row_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(row, Mapping) for row in value)
+
+
+def _cell(value: Any) -> str:
+    """A value as the text of a Markdown table cell: floats to 4 significant digits, lists comma-joined."""
+    if isinstance(value, list | tuple) and not any(isinstance(item, Mapping | list | tuple) for item in value):
+        text = ", ".join(_plain(item) for item in value)
+    elif isinstance(value, Mapping | list | tuple):
+        text = json.dumps(value)
+    else:
+        text = _plain(value)
+    return _escape(text)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _escape(text: str) -> str:
+    """Make text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
