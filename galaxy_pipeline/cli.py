@@ -48,6 +48,74 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_push(args: argparse.Namespace) -> int:
+    """Upload a saved pipeline with its model card (and evaluation report) to the Hugging Face Hub."""
+    from galaxy_pipeline.hub import push_pipeline
+
+    url = push_pipeline(
+        args.model,
+        args.repo,
+        private=args.private,
+        revision=args.revision,
+        report_dir=args.report,
+        commit_message=args.message,
+        license=args.license,
+    )
+    print(f"Pushed {args.model} to {url}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Generate galaxies at the given redshifts and write FITS/PNG/NPY files and a manifest."""
+    from galaxy_pipeline.generate import generate_to_files
+    from galaxy_pipeline.hub import load_pipeline
+
+    bad = [z for z in args.z if not 0 <= z < float("inf")]
+    if bad:
+        raise ValueError(f"--z must be finite redshifts >= 0; got {bad}.")
+    pipe, source = load_pipeline(args.model, revision=args.revision, device=args.device, dtype=args.dtype)
+    manifest = generate_to_files(
+        pipe,
+        args.z,
+        n_per_redshift=args.n,
+        seed=args.seed,
+        out_dir=args.out,
+        formats=args.format,
+        scheduler=args.scheduler,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        model_id=source.model_id,
+        revision=source.commit,
+        allow_extrapolation=args.allow_extrapolation,
+        overwrite=args.overwrite,
+    )
+    print(f"Wrote {len(args.z) * args.n} galaxies; manifest: {manifest}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio demo of a pipeline on this machine."""
+    from galaxy_pipeline.demo import build_demo
+    from galaxy_pipeline.hub import load_pipeline
+
+    pipe, source = load_pipeline(args.model, revision=args.revision, device=args.device)
+    demo = build_demo(pipe, max_images=args.max_images, max_steps=args.max_steps, model_id=source.model_id)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes")
+    return 0
+
+
+def run_export_space(args: argparse.Namespace) -> int:
+    """Write a ready-to-push Hugging Face Space (Gradio app) serving a Hub model."""
+    from galaxy_pipeline.space import export_space
+
+    folder = export_space(args.folder, args.model, title=args.title, package=args.package, overwrite=args.overwrite)
+    print(
+        f"Wrote a Gradio Space for {args.model} to {folder}; push it with `hf upload <user>/<space> {folder} "
+        "--repo-type space`."
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``galaxy-pipeline`` command."""
     parser = argparse.ArgumentParser(
@@ -58,6 +126,62 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print package versions and the compute device")
     info.set_defaults(handler=run_info)
+
+    push = commands.add_parser("push", help="upload a saved pipeline and its model card to the Hugging Face Hub")
+    push.add_argument("--model", required=True, help="pipeline folder written by save_pretrained")
+    push.add_argument("--repo", required=True, help="target Hub repository, user/name (created if missing)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", default=None, help="branch to push to (default main)")
+    push.add_argument("--report", default=None, help="output folder of `galaxy-pipeline evaluate` (report.json)")
+    push.add_argument("--message", default="Upload GalaxyRedshiftPipeline", help="commit message")
+    push.add_argument("--license", default="cc-by-4.0", help="license of the weights (default cc-by-4.0)")
+    push.set_defaults(handler=run_push)
+
+    generate = commands.add_parser("generate", help="generate galaxies at given redshifts to FITS/PNG/NPY files")
+    generate.add_argument("--model", required=True, help="pipeline folder or Hub id user/name")
+    generate.add_argument("--revision", default=None, help="Hub branch, tag or commit of the model")
+    generate.add_argument("--z", type=float, nargs="+", required=True, help="redshift(s) to generate at")
+    generate.add_argument("--n", type=int, default=8, help="galaxies per redshift (default 8)")
+    generate.add_argument("--seed", type=int, default=0, help="base seed; image k uses seed + k (default 0)")
+    generate.add_argument(
+        "--scheduler", choices=("ddpm", "ddim", "dpm"), default=None, help="sampler (default: the trained DDPM)"
+    )
+    generate.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
+    )
+    generate.add_argument("--out", required=True, help="output folder")
+    generate.add_argument(
+        "--format", nargs="+", choices=("fits", "png", "npy"), default=["fits"], help="file formats (default fits)"
+    )
+    generate.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
+    generate.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights dtype")
+    generate.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    generate.add_argument(
+        "--allow-extrapolation", action="store_true", help="generate outside the trained redshift range"
+    )
+    generate.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    generate.set_defaults(handler=run_generate)
+
+    demo = commands.add_parser("demo", help="serve the Gradio demo of a pipeline on localhost")
+    demo.add_argument("--model", required=True, help="pipeline folder or Hub id user/name")
+    demo.add_argument("--revision", default=None, help="Hub branch, tag or commit of the model")
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    demo.add_argument("--share", choices=("yes", "no"), default="no", help="make a public gradio.live link")
+    demo.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    demo.add_argument("--max-images", type=int, default=8, help="most galaxies per request (default 8)")
+    demo.add_argument("--max-steps", type=int, default=100, help="most denoising steps per request (default 100)")
+    demo.set_defaults(handler=run_demo)
+
+    space = commands.add_parser("export-space", help="write a Hugging Face Space (Gradio app) serving a Hub model")
+    space.add_argument("folder", help="folder to write app.py, requirements.txt and README.md to")
+    space.add_argument("--model", required=True, help="Hub id of the model the Space serves, user/name")
+    space.add_argument("--title", default=None, help="Space title (default from the model name)")
+    space.add_argument(
+        "--package", default=None, help="requirement installing galaxy_pipeline (default the released version)"
+    )
+    space.add_argument("--overwrite", action="store_true", help="replace files of an earlier export")
+    space.set_defaults(handler=run_export_space)
     return parser
 
 
