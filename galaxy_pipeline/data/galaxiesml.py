@@ -1,0 +1,575 @@
+"""GalaxiesML HDF5 -> Hugging Face ``DatasetDict``: validation, streaming conversion, dataset card, push.
+
+    >>> summary = convert_galaxiesml({"train": "5x64x64_training_with_morphology.hdf5"}, "galaxiesml")
+    >>> print(summary)                      # rows written / dropped per split, MB/s
+    >>> datasets.load_from_disk("galaxiesml")["train"].features["image"]
+    Array3D(shape=(5, 64, 64), dtype='float32')
+
+Each split gets the columns ``image`` (5x64x64 float32 fluxes, bands g,r,i,z,y, HSC coadd units
+with AB zero point 27), ``redshift`` (the file's ``specz_redshift``), ``object_id`` and every other
+per-row column of the file (per-band and scalar catalog columns), in the file's dtype; byte
+strings, including those stored with shape (N, 1), become ``str``. Keys that are not one value
+per row (groups, (N, k) arrays) are skipped and listed in the summary.
+
+Every input file is validated before anything is written. Rows whose image has a non-finite
+pixel, or whose redshift is non-finite, are dropped and counted. The files are streamed in
+chunks of ``chunk_size`` rows through :meth:`datasets.Dataset.from_generator` with its cache in
+a temporary folder beside the output (never in ``~/.cache``), so memory stays bounded whatever
+the file size; the temporary folder also needs room for about twice the output while it runs.
+The finished dataset is renamed into place, so an interrupted run leaves nothing that loads at
+the output path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import h5py
+import numpy as np
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi
+from tqdm.auto import tqdm
+
+from galaxy_pipeline import __version__
+from galaxy_pipeline.data.schema import (
+    IMAGE_KEY,
+    IMAGE_SHAPE,
+    OBJECT_ID_KEY,
+    PER_BAND_QUANTITIES,
+    REDSHIFT_ERROR_KEY,
+    REDSHIFT_KEY,
+    REDSHIFT_RANGE,
+    SPLIT_FILE_NAMES,
+)
+from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
+
+REDSHIFT_COLUMN = "redshift"
+"""Name of the spectroscopic redshift column in the converted dataset."""
+
+DEFAULT_CHUNK_SIZE = 512
+"""Rows read from HDF5 (and written to Arrow) at a time: 512 images are 42 MB."""
+
+CONVERSION_RECORD = "galaxiesml_conversion.json"
+"""File beside ``dataset_dict.json`` recording the sources and the rows dropped."""
+
+ZENODO_URL = "https://zenodo.org/records/11117528"
+ARXIV_ID = "2410.00271"
+CITATION = """@article{do2024galaxiesml,
+  title         = {GalaxiesML: a dataset of galaxy images, photometry, redshifts, and structural parameters
+                   for machine learning},
+  author        = {Do, Tuan and Boscoe, Bernie and Jones, Evan and Li, Yun Qi and Alfaro, Kevin},
+  year          = {2024},
+  eprint        = {2410.00271},
+  archivePrefix = {arXiv},
+  primaryClass  = {astro-ph.IM}
+}
+
+@dataset{galaxiesml_zenodo,
+  title     = {GalaxiesML},
+  author    = {Do, Tuan and Boscoe, Bernie and Jones, Evan and Li, Yun Qi and Alfaro, Kevin},
+  year      = {2024},
+  publisher = {Zenodo},
+  doi       = {10.5281/zenodo.11117528},
+  url       = {https://zenodo.org/records/11117528}
+}"""
+
+_STRING = "string"
+
+
+@dataclass(frozen=True)
+class GalaxiesMLFile:
+    """A validated GalaxiesML file: what conversion will read from it.
+
+    Args:
+        path: the HDF5 file.
+        num_rows: number of galaxies (rows of ``image``).
+        columns: HDF5 key -> dataset dtype (``"string"`` or a numpy dtype name) of every per-row
+            column copied besides ``image``; ``specz_redshift`` becomes ``redshift``.
+        skipped: HDF5 key -> why it is not copied.
+        nonfinite_redshifts: rows whose redshift is NaN or inf (dropped).
+    """
+
+    path: Path
+    num_rows: int
+    columns: dict[str, str]
+    skipped: dict[str, str]
+    nonfinite_redshifts: int
+
+    def features(self) -> datasets.Features:
+        """The ``datasets.Features`` of the converted split (``image`` first, then ``redshift``)."""
+        features = {IMAGE_KEY: datasets.Array3D(shape=IMAGE_SHAPE, dtype="float32")}
+        for key, dtype in self.columns.items():
+            features[_column_name(key)] = datasets.Value(dtype)
+        return datasets.Features(features)
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """Rows of one split: read from the file, written, and dropped (by reason).
+
+    A row with both a non-finite redshift and non-finite pixels counts as a redshift drop.
+    """
+
+    split: str
+    source: str
+    rows_read: int
+    rows_written: int
+    dropped_nonfinite_redshift: int
+    dropped_nonfinite_pixels: int
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows not written, for any reason."""
+        return self.rows_read - self.rows_written
+
+
+@dataclass(frozen=True)
+class ConversionSummary:
+    """What :func:`convert_galaxiesml` wrote: rows per split, skipped keys, and throughput."""
+
+    out_dir: Path
+    splits: dict[str, SplitSummary]
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    input_megabytes: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        """Input HDF5 megabytes (10^6 bytes) converted per second of wall time."""
+        return self.input_megabytes / self.seconds if self.seconds > 0 else float("nan")
+
+    def __str__(self) -> str:
+        lines = [f"Converted GalaxiesML -> {self.out_dir}"]
+        lines.append(f"  {'split':<11}{'read':>9}{'written':>9}{'dropped':>9}  (non-finite pixels / redshift)")
+        for s in self.splits.values():
+            lines.append(
+                f"  {s.split:<11}{s.rows_read:>9}{s.rows_written:>9}{s.rows_dropped:>9}"
+                f"  ({s.dropped_nonfinite_pixels} / {s.dropped_nonfinite_redshift})"
+            )
+        for split, skipped in self.skipped.items():
+            for key, reason in skipped.items():
+                lines.append(f"  {split}: skipped key {key!r}: {reason}")
+        lines.append(
+            f"  {self.input_megabytes:.1f} MB in {self.seconds:.1f} s ({self.megabytes_per_second:.1f} MB/s); "
+            f"load with datasets.load_from_disk({str(self.out_dir)!r})"
+        )
+        return "\n".join(lines)
+
+
+def validate_galaxiesml_file(path: str | Path) -> GalaxiesMLFile:
+    """Check that ``path`` is a GalaxiesML HDF5 file that can be converted; read nothing big.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: one line naming the file, the key and the problem: not HDF5 or unreadable,
+            missing ``image`` or ``specz_redshift``, image rows not (5, 64, 64), a column whose
+            length differs from the number of images, or a finite redshift outside
+            :data:`~galaxy_pipeline.data.schema.REDSHIFT_RANGE`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file; pass the GalaxiesML .hdf5 file of this split.")
+    try:
+        file = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable HDF5 file ({error}); pass a GalaxiesML .hdf5 file.") from None
+    with file:
+        for key in (IMAGE_KEY, REDSHIFT_KEY):
+            if not isinstance(file.get(key), h5py.Dataset):
+                raise ValueError(
+                    f"{path}: missing key {key!r} (keys: {', '.join(sorted(file)) or 'none'}); "
+                    "a GalaxiesML file needs 'image' (N, 5, 64, 64) and 'specz_redshift' (N,)."
+                )
+        image = file[IMAGE_KEY]
+        if image.ndim != 4 or image.shape[1:] != IMAGE_SHAPE or image.dtype.kind != "f":
+            raise ValueError(
+                f"{path}: key 'image' has shape {image.shape} and dtype {image.dtype}; expected float (N, "
+                f"{', '.join(map(str, IMAGE_SHAPE))}) fluxes in bands {','.join(BANDS)} (the 5x64x64 GalaxiesML files)."
+            )
+        num_rows = image.shape[0]
+        if num_rows == 0:
+            raise ValueError(f"{path}: key 'image' has no rows; the file holds no galaxies.")
+        columns, skipped = {}, {}
+        for key, item in file.items():
+            if key == IMAGE_KEY:
+                continue
+            if key == REDSHIFT_COLUMN:
+                raise ValueError(
+                    f"{path}: key 'redshift' clashes with the converted 'specz_redshift' column; rename it."
+                )
+            if not isinstance(item, h5py.Dataset) or item.ndim == 0:
+                skipped[key] = "not a per-row column"
+                continue
+            if item.shape[0] != num_rows:
+                raise ValueError(
+                    f"{path}: key {key!r} has {item.shape[0]} rows but 'image' has {num_rows}; "
+                    "every column must have one row per image."
+                )
+            dtype = _column_dtype(item)
+            if item.ndim > 2 or (item.ndim == 2 and item.shape[1] != 1) or dtype is None:
+                if key == REDSHIFT_KEY:
+                    raise ValueError(
+                        f"{path}: key 'specz_redshift' has shape {item.shape}, dtype {item.dtype}; "
+                        "expected one number per row."
+                    )
+                skipped[key] = f"shape {item.shape}, dtype {item.dtype} is not one value per row"
+                continue
+            columns[key] = dtype
+        if columns[REDSHIFT_KEY] == _STRING:
+            raise ValueError(f"{path}: key 'specz_redshift' holds strings; expected numbers.")
+        redshift = file[REDSHIFT_KEY][...].reshape(num_rows).astype(np.float64)
+    finite = np.isfinite(redshift)
+    low, high = REDSHIFT_RANGE
+    outside = np.flatnonzero(finite & ((redshift < low) | (redshift > high)))
+    if outside.size:
+        row = int(outside[0])
+        raise ValueError(
+            f"{path}: key 'specz_redshift' has {outside.size} value(s) outside [{low:g}, {high:g}] "
+            f"(e.g. {redshift[row]:g} at row {row}); GalaxiesML redshifts lie in 0-4."
+        )
+    ordered = {REDSHIFT_KEY: columns.pop(REDSHIFT_KEY)}
+    if OBJECT_ID_KEY in columns:
+        ordered[OBJECT_ID_KEY] = columns.pop(OBJECT_ID_KEY)
+    ordered.update(columns)
+    return GalaxiesMLFile(path, num_rows, ordered, skipped, int(np.count_nonzero(~finite)))
+
+
+def convert_galaxiesml(
+    files: Mapping[str, str | Path],
+    out_dir: str | Path,
+    overwrite: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+    num_proc: int | None = None,
+) -> ConversionSummary:
+    """Convert GalaxiesML HDF5 files into a ``DatasetDict`` saved at ``out_dir``.
+
+    Args:
+        files: split (``train``, ``validation``, ``test``; any subset) -> HDF5 file.
+        out_dir: folder to create; load it with ``datasets.load_from_disk(out_dir)``.
+        overwrite: replace an existing converted dataset at ``out_dir`` (only once the new one is
+            complete); without it an existing ``out_dir`` is an error.
+        chunk_size: rows read and written at a time (bounds memory: 512 rows are 42 MB of pixels).
+        progress: show progress bars.
+        num_proc: processes that read chunks in parallel (default: one).
+
+    Returns:
+        Rows written and dropped per split, skipped keys, and throughput in MB/s.
+    """
+    if not files:
+        raise ValueError("No input files; pass at least one of train, validation, test.")
+    for split in files:
+        if split not in SPLIT_FILE_NAMES:
+            raise ValueError(f"Unknown split {split!r}; use {', '.join(SPLIT_FILE_NAMES)}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1 row; got {chunk_size}.")
+    if num_proc is not None and num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1; got {num_proc}.")
+    out_dir = Path(out_dir)
+    _check_output(out_dir, overwrite)
+    sources = {split: validate_galaxiesml_file(path) for split, path in files.items()}
+
+    start_time = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".converting", dir=out_dir.parent))
+    try:
+        staged = work_dir / "dataset"
+        summaries = {
+            split: _convert_split(split, source, staged / split, work_dir / "cache", chunk_size, progress, num_proc)
+            for split, source in sources.items()
+        }
+        with open(staged / datasets.config.DATASETDICT_JSON_FILENAME, "w", encoding="utf-8") as f:
+            json.dump({"splits": list(summaries)}, f)
+        record = {
+            "galaxy_pipeline_version": __version__,
+            "splits": {split: asdict(summary) for split, summary in summaries.items()},
+        }
+        (staged / CONVERSION_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        if out_dir.exists():
+            os.replace(out_dir, work_dir / "previous")
+        os.replace(staged, out_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    dropped = {split: s.rows_dropped for split, s in summaries.items() if s.rows_dropped}
+    if dropped:
+        warnings.warn(
+            "Dropped rows with non-finite pixels or redshift: "
+            + ", ".join(f"{split} {n} of {summaries[split].rows_read}" for split, n in dropped.items()),
+            stacklevel=2,
+        )
+    return ConversionSummary(
+        out_dir=out_dir,
+        splits=summaries,
+        skipped={split: source.skipped for split, source in sources.items() if source.skipped},
+        input_megabytes=sum(source.path.stat().st_size for source in sources.values()) / 1e6,
+        seconds=time.perf_counter() - start_time,
+    )
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite``, and never overwrite something that is not ours."""
+    if not out_dir.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already exists; pass --overwrite (overwrite=True) to replace it, or choose another output."
+        )
+    is_dataset = (out_dir / datasets.config.DATASETDICT_JSON_FILENAME).is_file()
+    if not out_dir.is_dir() or not (is_dataset or not any(out_dir.iterdir())):
+        raise FileExistsError(
+            f"Refusing to overwrite {out_dir}: it is not a converted dataset (no dataset_dict.json); "
+            "choose another output."
+        )
+
+
+def _convert_split(
+    split: str,
+    source: GalaxiesMLFile,
+    split_dir: Path,
+    cache_dir: Path,
+    chunk_size: int,
+    progress: bool,
+    num_proc: int | None,
+) -> SplitSummary:
+    """Stream one file through ``Dataset.from_generator`` (cache in ``cache_dir``) and save it to ``split_dir``."""
+    parallel = num_proc is not None and num_proc > 1
+    bars_were_disabled = datasets.are_progress_bars_disabled()
+    if not (progress and parallel):
+        datasets.disable_progress_bars()
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _generate_rows,
+            features=source.features(),
+            cache_dir=str(cache_dir),
+            writer_batch_size=chunk_size,
+            num_proc=num_proc if parallel else None,
+            split=datasets.NamedSplit(split),
+            gen_kwargs={
+                "path": str(source.path),
+                "starts": list(range(0, source.num_rows, chunk_size)),
+                "chunk_size": chunk_size,
+                "columns": tuple(source.columns.items()),
+                "progress": (split, source.num_rows) if progress and not parallel else None,
+            },
+        )
+        if progress:
+            datasets.enable_progress_bars()
+        dataset.save_to_disk(str(split_dir))
+        rows_written = len(dataset)
+    finally:
+        if bars_were_disabled:
+            datasets.disable_progress_bars()
+        else:
+            datasets.enable_progress_bars()
+    del dataset
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    dropped = source.num_rows - rows_written
+    return SplitSummary(
+        split=split,
+        source=source.path.name,
+        rows_read=source.num_rows,
+        rows_written=rows_written,
+        dropped_nonfinite_redshift=source.nonfinite_redshifts,
+        dropped_nonfinite_pixels=dropped - source.nonfinite_redshifts,
+    )
+
+
+def _generate_rows(
+    path: str,
+    starts: list[int],
+    chunk_size: int,
+    columns: tuple[tuple[str, str], ...],
+    progress: tuple[str, int] | None,
+) -> Iterator[dict]:
+    """Yield the rows of ``path`` with finite pixels and redshift, reading ``chunk_size`` rows at a time."""
+    bar = tqdm(total=progress[1], desc=f"{progress[0]}: HDF5 -> Arrow", unit="img") if progress else None
+    with h5py.File(path, "r") as file:
+        num_rows = file[IMAGE_KEY].shape[0]
+        for start in starts:
+            stop = min(start + chunk_size, num_rows)
+            images, values = _read_chunk(file, start, stop, columns)
+            redshift = np.asarray(values[REDSHIFT_KEY], dtype=np.float64)
+            keep = np.isfinite(images).all(axis=(1, 2, 3)) & np.isfinite(redshift)
+            names = [(_column_name(key), values[key]) for key, _ in columns]
+            for row in np.flatnonzero(keep):
+                example = {IMAGE_KEY: images[row]}
+                for name, column in names:
+                    example[name] = column[row]
+                yield example
+            if bar is not None:
+                bar.update(stop - start)
+    if bar is not None:
+        bar.close()
+
+
+def _read_chunk(
+    file: h5py.File, start: int, stop: int, columns: tuple[tuple[str, str], ...]
+) -> tuple[np.ndarray, dict[str, list]]:
+    """Rows ``start:stop``: float32 images (n, 5, 64, 64) and each column as a list (strings decoded)."""
+    images = np.asarray(file[IMAGE_KEY][start:stop], dtype=np.float32)
+    values = {}
+    for key, dtype in columns:
+        item = file[key]
+        if dtype == _STRING:
+            item = item.asstr(errors="replace")
+        values[key] = np.asarray(item[start:stop]).reshape(stop - start).tolist()
+    return images, values
+
+
+def _column_dtype(item: h5py.Dataset) -> str | None:
+    """``"string"`` for byte/text columns, the numpy dtype name for numbers and booleans, else None."""
+    if h5py.check_string_dtype(item.dtype) is not None:
+        return _STRING
+    if item.dtype.kind in "biuf":
+        return item.dtype.name
+    return None
+
+
+def _column_name(key: str) -> str:
+    return REDSHIFT_COLUMN if key == REDSHIFT_KEY else key
+
+
+def describe_column(name: str) -> str:
+    """A one-line description of a converted GalaxiesML column, with its physical unit."""
+    pixel = f"pixels ({PIXEL_SCALE_ARCSEC} arcsec each)"
+    known = {
+        IMAGE_KEY: (
+            f"float32 (5, 64, 64) fluxes, channels {', '.join(BANDS)}; HSC coadd units with AB zero point "
+            f"{MAG_ZERO_POINT:g} (mag = {MAG_ZERO_POINT:g} - 2.5 log10 flux); {PIXEL_SCALE_ARCSEC} arcsec/pixel"
+        ),
+        REDSHIFT_COLUMN: "spectroscopic redshift z (dimensionless; GalaxiesML `specz_redshift`)",
+        REDSHIFT_ERROR_KEY: "uncertainty of the spectroscopic redshift (dimensionless)",
+        OBJECT_ID_KEY: "HSC-SSP PDR2 object identifier",
+        "ra": "right ascension, degrees (ICRS)",
+        "dec": "declination, degrees (ICRS)",
+        "specz_ra": "right ascension of the spectroscopic counterpart, degrees",
+        "specz_dec": "declination of the spectroscopic counterpart, degrees",
+        "specz_name": "name of the spectroscopic counterpart in its survey",
+        "skymap_id": "HSC skymap identifier (tract, patch)",
+        "coord": "sky position as text",
+    }
+    per_band = {
+        "cmodel_mag": "CModel magnitude, AB mag",
+        "cmodel_magsigma": "CModel magnitude uncertainty, AB mag",
+        "ellipticity": "ellipticity 1 - b/a (dimensionless)",
+        "sersic_index": "Sersic index n (dimensionless)",
+        "major_axis": f"semi-major axis, {pixel}",
+        "minor_axis": f"semi-minor axis, {pixel}",
+        "isophotal_area": "isophotal area, square pixels",
+        "half_light_radius": f"half-light radius, {pixel}",
+        "petro_rad": f"Petrosian radius, {pixel}",
+        "pos_angle": "position angle, degrees",
+    }
+    if name in known:
+        return known[name]
+    band, _, quantity = name.partition("_")
+    if band in BANDS and quantity in per_band:
+        return f"{band} band: {per_band[quantity]}"
+    if band in BANDS and quantity in PER_BAND_QUANTITIES:
+        return f"{band} band: {quantity.replace('_', ' ')}"
+    return "GalaxiesML catalog column (see Do et al. 2024)"
+
+
+def render_dataset_card(dataset: datasets.DatasetDict, record: Mapping | None = None) -> DatasetCard:
+    """A Hub dataset card for a converted GalaxiesML ``DatasetDict``.
+
+    Args:
+        dataset: the converted splits.
+        record: the conversion record (``galaxiesml_conversion.json``): sources and dropped rows.
+    """
+    total = sum(len(split) for split in dataset.values())
+    size = next(label for limit, label in _SIZE_CATEGORIES if total < limit)
+    card_data = DatasetCardData(
+        license="cc-by-4.0",
+        pretty_name="GalaxiesML (HSC PDR2 5x64x64 cutouts with spectroscopic redshifts)",
+        size_categories=[size],
+        task_categories=["unconditional-image-generation"],
+        tags=["astronomy", "galaxies", "hsc", "redshift", "multi-band"],
+    )
+    split_records = (record or {}).get("splits", {})
+    split_rows = []
+    for name, split in dataset.items():
+        info = split_records.get(name, {})
+        dropped = info.get("rows_read", len(split)) - info.get("rows_written", len(split))
+        split_rows.append(f"| {name} | {len(split)} | {dropped} | {info.get('source', 'unknown')} |")
+    columns = dict.fromkeys(name for split in dataset.values() for name in split.column_names)
+    column_rows = [f"| `{name}` | {describe_column(name)} |" for name in columns]
+    body = f"""
+# GalaxiesML, as a Hugging Face dataset
+
+Hyper Suprime-Cam (HSC-SSP PDR2) galaxy cutouts in five bands (g, r, i, z, y; 64 x 64 pixels of
+{PIXEL_SCALE_ARCSEC} arcsec) with spectroscopic redshifts 0-4 and per-band photometry and structural
+parameters, from **GalaxiesML** (Do et al. 2024; [Zenodo 11117528]({ZENODO_URL}),
+[arXiv:{ARXIV_ID}](https://arxiv.org/abs/{ARXIV_ID})).
+
+Licence: [CC-BY 4.0](https://creativecommons.org/licenses/by/4.0/), as the original release; cite
+GalaxiesML (below) and acknowledge HSC-SSP when you use it. Converted with galaxy_pipeline
+{record.get("galaxy_pipeline_version", __version__) if record else __version__}; rows whose image had a
+non-finite pixel or whose redshift was non-finite were dropped (counted below). Pixels are
+unchanged (bitwise float32 copies of the released fluxes).
+
+## Splits
+
+| split | rows | rows dropped | source file |
+|---|---|---|---|
+{chr(10).join(split_rows)}
+
+## Columns
+
+| column | description |
+|---|---|
+{chr(10).join(column_rows)}
+
+## Use
+
+```python
+from datasets import load_dataset
+
+galaxies = load_dataset("<this repository>", split="train").with_format("numpy")
+images, z = galaxies[:16]["image"], galaxies[:16]["redshift"]   # (16, 5, 64, 64) fluxes, (16,)
+```
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return DatasetCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+_SIZE_CATEGORIES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (float("inf"), "1M<n<10M"),
+)
+
+
+def push_dataset_to_hub(dataset_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Upload a converted dataset to the Hub as ``repo_id``, with its dataset card; return the repo URL.
+
+    The card is uploaded first, so that ``DatasetDict.push_to_hub`` adds its ``dataset_info`` and
+    ``configs`` metadata to it rather than replacing it.
+    """
+    from galaxy_pipeline.data.loading import load_converted_dataset
+
+    dataset_dir = Path(dataset_dir)
+    dataset = load_converted_dataset(dataset_dir)
+    record_path = dataset_dir / CONVERSION_RECORD
+    record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else None
+    card = render_dataset_card(dataset, record)
+    repo_url = HfApi(token=token).create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    card.push_to_hub(repo_id, token=token, repo_type="dataset", commit_message="Add GalaxiesML dataset card")
+    dataset.push_to_hub(repo_id, private=private, token=token, commit_message="Upload GalaxiesML splits")
+    return str(repo_url)
