@@ -1,0 +1,294 @@
+"""Gradio demo: generate galaxies at a chosen redshift, look at them, measure them, download FITS.
+
+    >>> demo = build_demo(GalaxyRedshiftPipeline.from_pretrained("user/galaxies-ddpm"))
+    >>> demo.launch()            # or: galaxy-pipeline demo --model user/galaxies-ddpm
+
+Each request is limited to ``max_images`` galaxies and ``max_steps`` denoising steps (larger
+requests are clamped, and the page says so) and requests run one at a time from a bounded queue.
+Galaxy ``k`` of a request uses the seed ``seed + k``, as ``galaxy-pipeline generate`` does, so a
+galaxy seen in the demo can be regenerated from the command line.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from astropy.io import fits
+from astropy.visualization import simple_norm
+from PIL import Image
+
+from galaxy_pipeline.generate import SCHEDULERS, fits_header, with_scheduler
+from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
+from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.visualization import RGB_BANDS, to_pil
+
+SAMPLER_LABELS = {
+    "ddpm": "DDPM (the trained sampler; best with many steps)",
+    "ddim": "DDIM (deterministic)",
+    "dpm": "DPM-Solver++ (fast: good in 20-30 steps)",
+}
+DISPLAY_SIZE = 192
+"""Side in screen pixels of displayed images (nearest-neighbour upscaling keeps pixels visible)."""
+GALLERY_ROW_HEIGHT = 200
+"""Height in screen pixels of one row of a gallery."""
+FILE_LIFETIME_S = 3600
+"""FITS files written for download are deleted after this many seconds."""
+
+
+@dataclass
+class DemoResult:
+    """What one demo request produced.
+
+    Args:
+        composites: RGB composites with captions, one per galaxy.
+        band_images: grey-scale images of the first galaxy with band captions.
+        table: one row of measurements per galaxy.
+        fits_path: multi-extension FITS file, one (5, H, W) flux cube per galaxy.
+        status: Markdown summary of the request, including any clamped limit.
+    """
+
+    composites: list[tuple[Image.Image, str]]
+    band_images: list[tuple[Image.Image, str]]
+    table: pd.DataFrame
+    fits_path: str
+    status: str
+
+
+def generate_galaxies(
+    pipe: GalaxyRedshiftPipeline,
+    z: float,
+    n: int,
+    seed: int,
+    sampler: str,
+    steps: int,
+    workdir: str | os.PathLike,
+    max_images: int = 8,
+    max_steps: int = 100,
+    model_id: str | None = None,
+) -> DemoResult:
+    """Serve one demo request: ``n`` galaxies at redshift ``z`` (clamped to the demo's limits).
+
+    Args:
+        pipe: the pipeline (not modified).
+        z: redshift, inside the trained range.
+        n: number of galaxies, clamped to [1, ``max_images``].
+        seed: base seed; galaxy ``k`` uses ``seed + k``.
+        sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm"``.
+        steps: denoising steps, clamped to [1, ``max_steps``].
+        workdir: folder the FITS download is written to.
+        max_images: most galaxies per request.
+        max_steps: most denoising steps per request.
+        model_id: model name written into the FITS headers.
+    """
+    notes = []
+    requested_n, requested_steps = int(n), int(steps)
+    n = min(max(requested_n, 1), max_images)
+    steps = min(max(requested_steps, 1), max_steps)
+    if n != requested_n:
+        notes.append(f"Asked for {requested_n} galaxies: this demo makes 1 to {max_images} per request.")
+    if steps != requested_steps:
+        notes.append(f"Asked for {requested_steps} steps: this demo runs 1 to {max_steps} steps per request.")
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"The seed must be >= 0; got {seed}.")
+    if sampler not in SCHEDULERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {sorted(SCHEDULERS)}.")
+
+    started = time.perf_counter()
+    runner = with_scheduler(pipe, sampler)
+    runner.set_progress_bar_config(disable=True)
+    generators = [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(n)]
+    fluxes = runner(z=[float(z)] * n, generator=generators, num_inference_steps=steps).images.astype(np.float32)
+    elapsed = time.perf_counter() - started
+    seeds = [seed + k for k in range(n)]
+    scheduler_class = type(runner.scheduler).__name__
+
+    composites = [
+        (_upscale(image), f"z = {z:.2f}, seed {image_seed}")
+        for image, image_seed in zip(to_pil(fluxes), seeds, strict=True)
+    ]
+    band_images = [(_upscale(_grey(plane)), f"{band} band") for plane, band in zip(fluxes[0], BANDS, strict=True)]
+    fits_path = _write_fits(fluxes, z, seeds, Path(workdir), model_id, scheduler_class, steps)
+    status = (
+        f"Generated {n} galaxies at z = {z:.2f} with {scheduler_class} in {steps} steps "
+        f"(seeds {seeds[0]}-{seeds[-1]}) in {elapsed:.1f} s."
+    )
+    if notes:
+        status = "\n\n".join([*(f"**Limited:** {note}" for note in notes), status])
+    return DemoResult(composites, band_images, measurement_table(fluxes, z, seeds), str(fits_path), status)
+
+
+def measurement_table(fluxes: np.ndarray, z: float, seeds: list[int]) -> pd.DataFrame:
+    """Morphology of each galaxy, measured by ``galaxy_pipeline.evaluation.morphology`` when installed.
+
+    Without that module, the table holds what needs no fit: the total i-band flux (HSC units) and
+    its AB magnitude.
+    """
+    front = pd.DataFrame({"galaxy": range(len(seeds)), "redshift": float(z), "seed": seeds})
+    try:
+        from galaxy_pipeline.evaluation.morphology import measure_morphology
+    except ImportError:
+        i_flux = fluxes[:, BANDS.index("i")].sum(axis=(-2, -1)).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mag_i = np.where(i_flux > 0, MAG_ZERO_POINT - 2.5 * np.log10(i_flux), np.nan)
+        measured = pd.DataFrame({"flux_i": i_flux, "mag_i": mag_i})
+    else:
+        catalog = measure_morphology(fluxes)
+        columns = {name: np.asarray(catalog[name]) for name in catalog.colnames if np.ndim(catalog[name]) == 1}
+        measured = pd.DataFrame(columns)
+    return pd.concat([front, measured.reset_index(drop=True)], axis=1).round(3)
+
+
+def build_demo(
+    pipe: GalaxyRedshiftPipeline,
+    max_images: int = 8,
+    max_steps: int = 100,
+    model_id: str | None = None,
+    default_sampler: str = "dpm",
+    default_steps: int = 25,
+    queue_size: int = 16,
+):
+    """The Gradio app of a pipeline.
+
+    Controls: a redshift slider over the trained range, the number of galaxies, the seed, the
+    sampler and the number of steps. Outputs: RGB composites (Lupton i, r, g), the five bands of
+    the first galaxy, a table of measurements, a FITS download, and a status line.
+
+    Args:
+        pipe: the pipeline to sample from.
+        max_images: most galaxies per request.
+        max_steps: most denoising steps per request.
+        model_id: model name shown on the page and written into FITS headers.
+        default_sampler: sampler selected when the page opens.
+        default_steps: steps selected when the page opens.
+        queue_size: most requests waiting in the queue; requests run one at a time.
+
+    Returns:
+        A ``gradio.Blocks`` app, queued; call ``.launch()`` to serve it.
+    """
+    import gradio as gr
+
+    for name, value in (("max_images", max_images), ("max_steps", max_steps), ("queue_size", queue_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    if default_sampler not in SCHEDULERS:
+        raise ValueError(f"Unknown default_sampler {default_sampler!r}; choose one of {sorted(SCHEDULERS)}.")
+    z_min, z_max = pipe.redshift_range
+    workdir = Path(tempfile.mkdtemp(prefix="galaxy-pipeline-demo-"))
+
+    def run(z, n, seed, sampler, steps):
+        _remove_old_files(workdir)
+        try:
+            result = generate_galaxies(pipe, z, n, seed, sampler, steps, workdir, max_images, max_steps, model_id)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        return result.composites, result.band_images, result.table, result.fits_path, result.status
+
+    size = pipe.unet.config.sample_size
+    intro = (
+        f"# Galaxies at a chosen redshift\n"
+        f"A redshift-conditioned diffusion model{f' (`{model_id}`)' if model_id else ''} of Hyper Suprime-Cam "
+        f'{"/".join(BANDS)} cutouts ({size} x {size} pixels of {PIXEL_SCALE_ARCSEC}"), trained on GalaxiesML '
+        f"for {z_min:g} <= z <= {z_max:g}. Fluxes are in HSC units (AB zero point {MAG_ZERO_POINT:g}).\n\n"
+        f"Limits per request: {max_images} galaxies, {max_steps} denoising steps; requests run one at a time."
+    )
+    with gr.Blocks(title="galaxy_pipeline demo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(intro)
+        with gr.Row():
+            with gr.Column(scale=1):
+                redshift = gr.Slider(
+                    z_min,
+                    z_max,
+                    value=min(max(0.5, z_min), z_max),
+                    step=0.01,
+                    label="Redshift z",
+                    info=f"trained range {z_min:g}-{z_max:g}; 93% of GalaxiesML lies below z = 1.5",
+                    elem_id="redshift",
+                )
+                count = gr.Slider(
+                    1, max_images, value=min(4, max_images), step=1, label="Number of galaxies", elem_id="count"
+                )
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed (galaxy k uses seed + k)")
+                sampler = gr.Dropdown(
+                    choices=[(label, name) for name, label in SAMPLER_LABELS.items()],
+                    value=default_sampler,
+                    label="Sampler",
+                )
+                steps = gr.Slider(
+                    1, max_steps, value=min(default_steps, max_steps), step=1, label="Denoising steps", elem_id="steps"
+                )
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+                status = gr.Markdown(elem_id="status")
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(
+                    label=f"RGB composites ({', '.join(RGB_BANDS)} as red, green, blue)",
+                    columns=4,
+                    height=GALLERY_ROW_HEIGHT * -(-max_images // 4),
+                    format="png",
+                    elem_id="gallery",
+                )
+                bands = gr.Gallery(
+                    label="First galaxy, band by band",
+                    columns=5,
+                    height=GALLERY_ROW_HEIGHT,
+                    format="png",
+                    elem_id="bands",
+                )
+                table = gr.Dataframe(label="Measurements", elem_id="measurements", interactive=False)
+                fits_file = gr.File(label="FITS download (one 5-band flux cube per galaxy)", elem_id="fits")
+        button.click(
+            run,
+            inputs=[redshift, count, seed, sampler, steps],
+            outputs=[gallery, bands, table, fits_file, status],
+            api_name="generate",
+        )
+    demo.queue(max_size=queue_size, default_concurrency_limit=1)
+    return demo
+
+
+def _write_fits(
+    fluxes: np.ndarray,
+    z: float,
+    seeds: list[int],
+    workdir: Path,
+    model_id: str | None,
+    scheduler: str,
+    steps: int,
+) -> Path:
+    """One multi-extension FITS file: an empty primary HDU and one flux-cube extension per galaxy."""
+    primary = fits.PrimaryHDU()
+    primary.header["NGALAXY"] = (len(seeds), "number of galaxy extensions")
+    primary.header["MODEL"] = model_id or "unknown"
+    cubes = []
+    for k, (flux, image_seed) in enumerate(zip(fluxes, seeds, strict=True)):
+        header = fits_header(z, image_seed, flux.shape[-2:], model_id=model_id, scheduler=scheduler, steps=steps)
+        cubes.append(fits.ImageHDU(data=flux, header=header, name=f"GALAXY{k}"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"galaxies_z{z:.2f}_seed{seeds[0]}_{uuid.uuid4().hex[:8]}.fits"
+    fits.HDUList([primary, *cubes]).writeto(path)
+    return path
+
+
+def _remove_old_files(workdir: Path) -> None:
+    cutoff = time.time() - FILE_LIFETIME_S
+    for path in workdir.glob("*.fits"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+def _grey(plane: np.ndarray) -> Image.Image:
+    """One band as an 8-bit grey image: arcsinh stretch between the 0.5th and 99.5th percentiles."""
+    norm = simple_norm(plane, stretch="asinh", percent=99.0)
+    return Image.fromarray((255 * np.clip(norm(plane).filled(0), 0, 1)).astype(np.uint8))
+
+
+def _upscale(image: Image.Image) -> Image.Image:
+    return image.resize((DISPLAY_SIZE, DISPLAY_SIZE), Image.Resampling.NEAREST)
