@@ -116,6 +116,26 @@ def run_export_space(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_data_mock(args: argparse.Namespace) -> int:
+    """Write a GalSim mock of GalaxiesML: one file, or train/validation/test files with --splits."""
+    from galaxy_pipeline.data.mock import write_mock, write_mock_splits
+    from galaxy_pipeline.data.mock_population import import_galsim
+
+    try:
+        import_galsim()
+    except ImportError as error:
+        raise ValueError(str(error)) from error
+    options = {"workers": args.workers, "progress": not args.quiet, "overwrite": args.overwrite}
+    if args.splits is None:
+        written = [write_mock(args.out, args.n, args.seed, **options)]
+    else:
+        fractions = args.splits or (0.8, 0.1, 0.1)
+        written = list(write_mock_splits(args.out, args.n, args.seed, fractions=fractions, **options).values())
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``galaxy-pipeline`` command."""
     parser = argparse.ArgumentParser(
@@ -126,6 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="print package versions and the compute device")
     info.set_defaults(handler=run_info)
+
+    data = commands.add_parser("data", help="make or convert GalaxiesML-schema HDF5 files")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    mock = data_commands.add_parser(
+        "mock",
+        help="write a GalSim mock of GalaxiesML (needs pip install 'galaxy-pipeline[mock]')",
+        description="Write GalSim bulge+disk galaxies, with their true parameters, in the GalaxiesML HDF5 schema.",
+    )
+    mock.add_argument("--n", type=int, required=True, help="number of galaxies (all splits together)")
+    mock.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes; default 0)")
+    mock.add_argument("--out", required=True, help="output .hdf5 file, or folder with --splits")
+    mock.add_argument(
+        "--splits",
+        nargs="*",
+        type=float,
+        metavar="FRACTION",
+        help="write train/validation/test files named as GalaxiesML's into --out; fractions default 0.8 0.1 0.1",
+    )
+    mock.add_argument("--workers", type=int, default=None, help="worker processes (default: every CPU)")
+    mock.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    mock.add_argument("--quiet", action="store_true", help="no progress bar")
+    mock.set_defaults(handler=run_data_mock)
 
     push = commands.add_parser("push", help="upload a saved pipeline and its model card to the Hugging Face Hub")
     push.add_argument("--model", required=True, help="pipeline folder written by save_pretrained")
