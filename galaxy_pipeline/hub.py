@@ -24,8 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData, snapshot_download
-from huggingface_hub.errors import HFValidationError
+from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
@@ -204,22 +204,32 @@ def push_pipeline(
     if "/" not in repo_id:
         raise ValueError(f"Invalid Hub repository id {repo_id!r}: use the form 'user/name'.")
     card = render_model_card(model_dir, repo_id, report_dir=report_dir, license=license)
-    api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    if revision is not None:
-        api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-    with tempfile.TemporaryDirectory(prefix="galaxy-pipeline-upload-") as staging:
-        files = _stage_upload(model_dir, Path(staging), card, report_dir)
-        logger.info("Uploading %d files from %s to %s", len(files), model_dir, repo_id)
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=staging,
-            repo_type="model",
-            revision=revision,
-            commit_message=commit_message,
-            allow_patterns=UPLOAD_ALLOW_PATTERNS,
-            ignore_patterns=UPLOAD_IGNORE_PATTERNS,
+    if token is None and get_token() is None:
+        raise ValueError(
+            "No Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write access."
         )
+    api = HfApi(token=token)
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="galaxy-pipeline-upload-") as staging:
+            files = _stage_upload(model_dir, Path(staging), card, report_dir)
+            logger.info("Uploading %d files from %s to %s", len(files), model_dir, repo_id)
+            api.upload_folder(
+                repo_id=repo_id,
+                folder_path=staging,
+                repo_type="model",
+                revision=revision,
+                commit_message=commit_message,
+                allow_patterns=UPLOAD_ALLOW_PATTERNS,
+                ignore_patterns=UPLOAD_IGNORE_PATTERNS,
+            )
+    except HfHubHTTPError as error:
+        raise ValueError(
+            f"The Hub refused the upload to {repo_id}: {error}. Check that the token has write access to that "
+            "namespace (`hf auth whoami`)."
+        ) from error
     url = str(repo_url).rstrip("/")
     return f"{url}/tree/{revision}" if revision else url
 
@@ -277,8 +287,8 @@ def resolve_model(
         raise ValueError(f"{text!r} is neither a model folder nor a valid Hub id 'user/name'. ({error})") from error
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise FileNotFoundError(
-            f"Hub model {text!r} (revision {revision or 'main'}) was not found, or it is private and no token "
-            "gives access: check the id, or log in with `hf auth login`."
+            f"Hub model {text!r} (revision {revision or 'main'}) was not found, and no local folder has that name; "
+            "or it is private and no token gives access: check the id, or log in with `hf auth login`."
         ) from error
     except LocalEntryNotFoundError as error:
         raise FileNotFoundError(

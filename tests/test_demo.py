@@ -1,5 +1,6 @@
 """The Gradio demo (built, not served) and the Space export."""
 
+import os
 import runpy
 import sys
 import types
@@ -11,6 +12,7 @@ from astropy.io import fits
 from astropy.table import Table
 from conftest import make_tiny_pipeline
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
 
 from huggingface_hub import SpaceCard  # noqa: E402

@@ -280,3 +280,29 @@ def test_local_looking_paths_never_go_to_the_hub(tmp_path, monkeypatch):
     for missing in [str(tmp_path / "missing"), "./runs/model", "runs/quickstart/pipeline"]:
         with pytest.raises(FileNotFoundError, match="does not exist"):
             hub.resolve_model(missing)
+
+
+def test_push_without_a_token_says_how_to_log_in(saved_pipeline, monkeypatch):
+    folder, _ = saved_pipeline
+    fake = FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    with pytest.raises(ValueError, match="hf auth login"):
+        hub.push_pipeline(folder, REPO)
+    assert not fake.calls
+
+
+def test_hub_refusal_is_a_user_error_without_the_token(saved_pipeline, monkeypatch):
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    folder, _ = saved_pipeline
+    FakeHub(monkeypatch)
+
+    def refuse(self, repo_id, **kwargs):
+        request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+        raise HfHubHTTPError("403 Forbidden: no write access", response=httpx2.Response(403, request=request))
+
+    monkeypatch.setattr(HfApi, "create_repo", refuse)
+    with pytest.raises(ValueError, match="write access") as error:
+        hub.push_pipeline(folder, REPO, token=SECRET)
+    assert SECRET not in str(error.value)
