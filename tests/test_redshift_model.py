@@ -1,6 +1,9 @@
 """Redshift predictor (transformers ResNet on raw fluxes), photo-z metrics, and its training script."""
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -240,3 +243,19 @@ def test_training_script_runs_end_to_end(tmp_path, fresh_accelerate_state, capsy
         main([*args, "--max_steps", "1"])
     with pytest.raises(FileNotFoundError, match="converted dataset"):
         main(["--dataset", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "other")])
+
+
+@pytest.mark.slow
+def test_training_script_runs_on_two_processes(tmp_path):
+    """``accelerate launch`` with two gloo processes on CPU: metrics cover every test row exactly once."""
+    write_converted_dataset(tmp_path / "data")
+    out = tmp_path / "model"
+    script = Path(__file__).resolve().parents[1] / "train_scripts" / "train_redshift_predictor.py"
+    launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    args = ["--dataset", str(tmp_path / "data"), "--output_dir", str(out), "--size", "tiny", "--max_steps", "3"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run([*launch, *args, "--batch_size", "4", "--eval_batch_size", "3"], check=True, env=env)
+    written = json.loads((out / "test_metrics.json").read_text())
+    assert written["steps"] == 3 and written["overall"]["n"] == 10
+    assert RedshiftPredictor.from_pretrained(out).config.loss_type == "hsc"

@@ -163,10 +163,8 @@ class RedshiftPredictor(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            module.reset_parameters()
-        else:
-            self.backbone._init_weights(module)
+        """ResNet's initialisation (Kaiming) for every layer, the head included."""
+        self.backbone._init_weights(module)
 
     def stretch(self, fluxes: torch.Tensor) -> torch.Tensor:
         """The model's input stretch ``asinh(flux / softening) / scale`` per band, on (N, bands, H, W) fluxes."""
@@ -175,17 +173,15 @@ class RedshiftPredictor(PreTrainedModel):
         scale = torch.tensor(self.config.flux_scale, device=fluxes.device, dtype=fluxes.dtype).view(shape)
         return torch.asinh(fluxes / softening) / scale
 
-    def forward(
-        self, pixel_values: torch.Tensor, redshifts: torch.Tensor | None = None, **kwargs
-    ) -> RedshiftPredictorOutput:
+    def forward(self, pixel_values: torch.Tensor, redshifts: torch.Tensor | None = None) -> RedshiftPredictorOutput:
         """Predict redshifts from fluxes.
 
         Args:
             pixel_values: fluxes (N, bands, H, W) in HSC units (AB zero point 27), not normalised.
             redshifts: spectroscopic redshifts (N,); when given, the output carries the mean loss.
         """
-        pixel_values = pixel_values.to(self.dtype)
-        pooled = self.backbone(self.stretch(pixel_values)).pooler_output
+        stretched = self.stretch(pixel_values.float()).to(self.dtype)
+        pooled = self.backbone(stretched).pooler_output
         features = self.feature_layer(pooled)
         low, high = math.log1p(self.config.redshift_min), math.log1p(self.config.redshift_max)
         log1p_z = low + (high - low) * torch.sigmoid(self.regressor(features).squeeze(-1).float())
