@@ -46,8 +46,8 @@ class GalaxyPipelineOutput(BaseOutput):
     redshifts: np.ndarray
 
 
-def paper_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
-    """The paper's DDPM noise schedule: linear betas from 1e-4 to 0.02 over 1000 steps.
+def paper_scheduler(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DDPMScheduler:
+    """The paper's DDPM noise schedule: linear betas from 1e-4 to 0.02 over 1000 steps by default.
 
     Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (2) in model space (the flux
     transform maps the 99.9th-percentile training pixel to 1), a loose guard that keeps galaxy
@@ -55,8 +55,8 @@ def paper_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
     """
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
-        beta_start=1e-4,
-        beta_end=0.02,
+        beta_start=beta_start,
+        beta_end=beta_end,
         beta_schedule="linear",
         prediction_type="epsilon",
         clip_sample=True,

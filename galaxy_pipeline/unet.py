@@ -35,18 +35,19 @@ UNET_PRESETS: dict[str, dict] = {
     ),
     # A small network that trains on 2 CPU cores in minutes (4-head attention at 16x16).
     "quickstart": dict(
-        block_out_channels=(32, 64, 64),
+        block_out_channels=(16, 32, 64),
         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         layers_per_block=1,
         attention_head_dim=16,
-        norm_num_groups=16,
+        norm_num_groups=8,
+        redshift_embedding_dim=64,
     ),
-    # A network of a few thousand weights, for tests.
+    # A network of ~50k weights, for tests (4-head attention at 1/4 of the input size).
     "tiny": dict(
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(8, 16, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         layers_per_block=1,
         attention_head_dim=4,
         norm_num_groups=4,

@@ -1,0 +1,32 @@
+"""A converted GalSim-mock dataset in a cache folder, made once and reused (the quickstart's data)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
+from galaxy_pipeline.data.mock import write_mock_splits
+
+
+def ensure_mock_dataset(n: int, seed: int, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
+    """Path of a converted mock of ``n`` galaxies (80/10/10 train/validation/test) for ``seed``.
+
+    The first call draws the mock with GalSim and converts it (a few minutes for thousands of
+    galaxies); later calls return the cached folder. The folder appears only once complete.
+    """
+    cache_dir = Path(cache_dir).expanduser()
+    dataset_dir = cache_dir / f"mock-n{n}-seed{seed}"
+    if dataset_dir.is_dir():
+        return dataset_dir
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}-", dir=cache_dir))
+    try:
+        files = write_mock_splits(work / "hdf5", n=n, seed=seed, progress=progress)
+        convert_galaxiesml(files, work / "dataset", progress=progress)
+        os.replace(work / "dataset", dataset_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dataset_dir

@@ -1,0 +1,195 @@
+"""Training: a short run exports a loadable pipeline; resume is exact; SIGKILL is survivable; 2 processes."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from galaxiesml_files import write_galaxiesml_splits
+from safetensors.torch import load_file
+
+from galaxy_pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
+from galaxy_pipeline.training import trainer
+from galaxy_pipeline.training.config import PRESETS, parse_training_config
+from galaxy_pipeline.training.trainer import NonFiniteLossError, train
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = REPO / "train_scripts" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> Path:
+    """A converted GalaxiesML-schema dataset of a few dozen 64x64 galaxies."""
+    folder = tmp_path_factory.mktemp("galaxiesml")
+    files = write_galaxiesml_splits(folder / "hdf5")
+    convert_galaxiesml(files, folder / "dataset", progress=False)
+    return folder / "dataset"
+
+
+def tiny_args(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--dataset_dir", str(dataset_dir),
+        "--output_dir", str(output_dir),
+        "--unet_preset", "tiny",
+        "--train_batch_size", "4",
+        "--max_train_steps", "4",
+        "--learning_rate", "1e-3",
+        "--lr_scheduler", "cosine",
+        "--lr_warmup_steps", "1",
+        "--checkpointing_steps", "2",
+        "--logging_steps", "1",
+        "--sample_every_steps", "0",
+        "--flux_fit_images", "16",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_short_run_exports_a_loadable_pipeline(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "3", "--sample_every_steps", "3")
+    args += ["--sample_inference_steps", "2", "--sample_images_per_redshift", "1"]
+    pipeline_dir = train(parse_training_config(args))
+    assert pipeline_dir == tmp_path / "pipeline"
+    assert (pipeline_dir / "training_config.json").is_file()
+    assert (tmp_path / "samples" / "step-0000003.png").is_file()
+    assert list((tmp_path / "logs").rglob("events.out.tfevents*"))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    pipe = GalaxyRedshiftPipeline.from_pretrained(pipeline_dir)
+    pipe.set_progress_bar_config(disable=True)
+    low, high = pipe.redshift_range
+    assert 0 <= low < high <= 4
+    out = pipe(z=[low, high], generator=torch.Generator().manual_seed(0), num_inference_steps=3)
+    assert out.images.shape == (2, 5, 64, 64) and np.isfinite(out.images).all()
+    ema_weights = load_file(
+        tmp_path / "checkpoints" / "checkpoint-3" / "unet_ema" / "diffusion_pytorch_model.safetensors"
+    )
+    exported = load_file(pipeline_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    torch.testing.assert_close(exported["conv_in.weight"], ema_weights["conv_in.weight"])
+
+
+def test_resume_reproduces_an_uninterrupted_run(dataset_dir, tmp_path):
+    train(parse_training_config(tiny_args(dataset_dir, tmp_path)))
+    uninterrupted = tmp_path / "uninterrupted-checkpoint-4"
+    shutil.move(tmp_path / "checkpoints" / "checkpoint-4", uninterrupted)
+    shutil.rmtree(tmp_path / "pipeline")
+    train(parse_training_config(tiny_args(dataset_dir, tmp_path, "--resume_from_checkpoint", "latest")))
+    resumed = tmp_path / "checkpoints" / "checkpoint-4"
+    for weights in ("unet", "unet_ema"):
+        expected = load_file(uninterrupted / weights / "diffusion_pytorch_model.safetensors")
+        actual = load_file(resumed / weights / "diffusion_pytorch_model.safetensors")
+        assert expected.keys() == actual.keys()
+        for name in expected:
+            torch.testing.assert_close(actual[name], expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_checkpoint_limit_keeps_the_newest(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "6", "--checkpoints_total_limit", "2")
+    train(parse_training_config(args))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-6"]
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(dataset_dir, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    huber = trainer.F.huber_loss
+
+    def poisoned_huber(*args, **kwargs):
+        calls["n"] += 1
+        loss = huber(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 3 else loss
+
+    monkeypatch.setattr(trainer.F, "huber_loss", poisoned_huber)
+    with pytest.raises(NonFiniteLossError, match="by step 3.*checkpoint-2"):
+        train(parse_training_config(tiny_args(dataset_dir, tmp_path)))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert not (tmp_path / "pipeline").exists()
+
+
+def run_script(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TRAIN_SCRIPT), *args], capture_output=True, text=True, env=env, **kwargs)
+
+
+def test_sigkilled_run_resumes_from_its_last_checkpoint(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "1000")
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "checkpoints" / "checkpoint-2").is_dir():
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    killed_at = max(int(p.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob("checkpoint-*"))
+    result = run_script(*tiny_args(dataset_dir, tmp_path, "--max_train_steps", str(killed_at + 2)),
+                        "--resume_from_checkpoint", "latest")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming from {tmp_path / 'checkpoints' / f'checkpoint-{killed_at}'}" in result.stdout
+    assert (tmp_path / "checkpoints" / f"checkpoint-{killed_at + 2}").is_dir()
+    assert (tmp_path / "pipeline" / "model_index.json").is_file()
+
+
+def test_two_gloo_processes_train_and_export_once(dataset_dir, tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+        str(TRAIN_SCRIPT), *tiny_args(dataset_dir, tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Pipeline saved to") == 2  # each process returns the same folder
+    exported = [p for p in tmp_path.iterdir() if "pipeline" in p.name]
+    assert exported == [tmp_path / "pipeline"]
+    assert GalaxyRedshiftPipeline.from_pretrained(tmp_path / "pipeline").unet.config.sample_size == 64
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--learning_rate", "-1", "learning_rate=-1.0 must be > 0"),
+        ("--unet_preset", "huge", "unet_preset='huge'"),
+        ("--loss", "l1", "loss='l1'"),
+        ("--beta_end", "2", "beta_start < beta_end < 1"),
+    ],
+)
+def test_bad_config_values_raise(flag, value, message):
+    with pytest.raises(ValueError, match=message):
+        parse_training_config([flag, value])
+
+
+def test_preset_config_file_and_flags_layer_in_order(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("preset: quickstart\nlearning_rate: 0.0005\ntrain_batch_size: 8\n")
+    config = parse_training_config(["--preset", "paper", "--config", str(config_file), "--train_batch_size", "4"])
+    assert config.unet_preset == PRESETS["paper"]["unet_preset"]
+    assert config.learning_rate == 0.0005 and config.train_batch_size == 4
+    config_file.write_text("learnin_rate: 1\n")
+    with pytest.raises(ValueError, match="unknown fields"):
+        parse_training_config(["--config", str(config_file)])
+
+
+def test_wrong_dataset_path_fails_before_training_with_one_line(tmp_path):
+    result = run_script("--dataset_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not exist" in lines[0] and "galaxy-pipeline data convert" in lines[0]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_preset_trains_a_pipeline(tmp_path):
+    """The README's main job, end to end on the GalSim mock (about 15 minutes on 2 cores)."""
+    pytest.importorskip("galsim")
+    args = ["--preset", "quickstart", "--output_dir", str(tmp_path / "run"), "--mock_cache_dir", str(tmp_path / "mock")]
+    pipeline_dir = train(parse_training_config(args))
+    pipe = GalaxyRedshiftPipeline.from_pretrained(pipeline_dir)
+    out = pipe(z=[0.2, 1.0], generator=torch.Generator().manual_seed(0), num_inference_steps=20)
+    assert np.isfinite(out.images).all()
+    assert list((tmp_path / "run" / "samples").glob("*.png"))
