@@ -173,6 +173,9 @@ def test_bad_requests_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="too small"):
         split_sizes(3, (0.8, 0.1, 0.1))
     assert not list(tmp_path.iterdir())
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(NotADirectoryError, match="a_file is a file"):
+        write_mock(tmp_path / "a_file" / "mock.hdf5", 2, seed=0, progress=False)
 
 
 def test_missing_galsim_names_the_install_command(monkeypatch):

@@ -346,6 +346,10 @@ def _stack_rows(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 def _check_writable(path: Path, overwrite: bool) -> None:
+    """Refuse an output path that exists (unless ``overwrite``) or whose folder is a file."""
+    folder = next((parent for parent in path.parents if parent.exists()), None)
+    if folder is not None and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; choose an output path inside a folder.")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it.")
     if path.exists() and not path.is_file():
