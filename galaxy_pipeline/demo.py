@@ -66,7 +66,7 @@ def generate_galaxies(
     pipe: GalaxyRedshiftPipeline,
     z: float,
     n: int,
-    seed: int,
+    seed: int | None,
     sampler: str,
     steps: int,
     workdir: str | os.PathLike,
@@ -80,7 +80,7 @@ def generate_galaxies(
         pipe: the pipeline (not modified).
         z: redshift, inside the trained range.
         n: number of galaxies, clamped to [1, ``max_images``].
-        seed: base seed; galaxy ``k`` uses ``seed + k``.
+        seed: base seed (an empty box counts as 0); galaxy ``k`` uses ``seed + k``.
         sampler: ``"ddpm"``, ``"ddim"`` or ``"dpm"``.
         steps: denoising steps, clamped to [1, ``max_steps``].
         workdir: folder the FITS download is written to.
@@ -96,7 +96,7 @@ def generate_galaxies(
         notes.append(f"Asked for {requested_n} galaxies: this demo makes 1 to {max_images} per request.")
     if steps != requested_steps:
         notes.append(f"Asked for {requested_steps} steps: this demo runs 1 to {max_steps} steps per request.")
-    seed = int(seed)
+    seed = int(seed or 0)
     if seed < 0:
         raise ValueError(f"The seed must be >= 0; got {seed}.")
     if sampler not in SCHEDULERS:

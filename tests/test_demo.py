@@ -68,8 +68,9 @@ def test_request_is_clamped_and_says_so(pipe, tmp_path, without_morphology):
 
 
 def test_request_within_limits_has_no_warning(pipe, tmp_path, without_morphology):
-    result = generate_galaxies(pipe, 0.2, 2, 0, "ddpm", 2, tmp_path, max_images=3, max_steps=2)
+    result = generate_galaxies(pipe, 0.2, 2, None, "ddpm", 2, tmp_path, max_images=3, max_steps=2)
     assert "Asked" not in result.status and "2 galaxies" in result.status
+    assert list(result.table["seed"]) == [0, 1]  # an empty seed box means seed 0
 
 
 @pytest.mark.parametrize(("z", "sampler", "seed"), [(3.0, "ddim", 0), (0.5, "euler", 0), (0.5, "ddim", -1)])
