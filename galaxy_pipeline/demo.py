@@ -37,6 +37,18 @@ SAMPLER_LABELS = {
 }
 DISPLAY_SIZE = 192
 """Side in screen pixels of displayed images (nearest-neighbour upscaling keeps pixels visible)."""
+MORPHOLOGY_COLUMNS: tuple[str, ...] = (
+    "detected",
+    "ellipticity",
+    "semimajor_axis_arcsec",
+    "half_light_radius_arcsec",
+    "sersic_index",
+    "isophotal_area_arcsec2",
+    "mag_i",
+    "g_r",
+    "flags",
+)
+"""Columns of ``measure_morphology`` shown in the demo table (all 1-D columns if none of these exist)."""
 GALLERY_ROW_HEIGHT = 200
 """Height in screen pixels of one row of a gallery."""
 FILE_LIFETIME_S = 3600
@@ -129,6 +141,8 @@ def generate_galaxies(
 def measurement_table(fluxes: np.ndarray, z: float, seeds: list[int]) -> pd.DataFrame:
     """Morphology of each galaxy, measured by ``galaxy_pipeline.evaluation.morphology`` when installed.
 
+    Sizes are in arcsec, areas in arcsec^2, magnitudes AB; see ``MORPHOLOGY_COLUMNS``.
+
     Without that module, the table holds what needs no fit: the total i-band flux (HSC units) and
     its AB magnitude.
     """
@@ -142,8 +156,8 @@ def measurement_table(fluxes: np.ndarray, z: float, seeds: list[int]) -> pd.Data
         measured = pd.DataFrame({"flux_i": i_flux, "mag_i": mag_i})
     else:
         catalog = measure_morphology(fluxes)
-        columns = {name: np.asarray(catalog[name]) for name in catalog.colnames if np.ndim(catalog[name]) == 1}
-        measured = pd.DataFrame(columns)
+        shown = [name for name in MORPHOLOGY_COLUMNS if name in catalog.colnames] or catalog.colnames
+        measured = pd.DataFrame({name: np.asarray(catalog[name]) for name in shown if np.ndim(catalog[name]) == 1})
     return pd.concat([front, measured.reset_index(drop=True)], axis=1).round(3)
 
 

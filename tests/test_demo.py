@@ -124,3 +124,14 @@ def test_cli_export_space_and_demo_errors(tmp_path, capsys):
     assert main(["demo", "--model", str(tmp_path / "no-model")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "Hub id" in err[0] and "does not exist" in err[1]
+
+
+def test_measurement_table_with_the_real_morphology_module():
+    pytest.importorskip(MORPHOLOGY_MODULE)
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:48, :48] - 23.5
+    galaxy = 200.0 * np.exp(-(x**2 / (2 * 4.0**2) + y**2 / (2 * 2.0**2)))  # a 2:1 Gaussian ellipse
+    fluxes = (galaxy + rng.normal(0, 0.05, size=(1, 5, 48, 48))).astype(np.float32)
+    table = measurement_table(fluxes, 0.4, [0])
+    assert {"detected", "ellipticity", "semimajor_axis_arcsec", "sersic_index", "mag_i"} <= set(table.columns)
+    assert bool(table["detected"][0]) and 0.3 < table["ellipticity"][0] < 0.7
