@@ -20,16 +20,14 @@ import numpy as np
 import torch
 from astropy.io import fits
 from astropy.time import Time
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
 
 from galaxy_pipeline import __version__
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.schedulers import SCHEDULERS as SCHEDULERS  # re-exported: the demo checks names against it
+from galaxy_pipeline.schedulers import make_scheduler
 from galaxy_pipeline.visualization import to_pil
-
-SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
-"""Sampler name -> diffusers scheduler class (DDPM is the one the models are trained with)."""
 
 FORMATS: tuple[str, ...] = ("fits", "png", "npy")
 MANIFEST_NAME = "manifest.json"
@@ -42,15 +40,13 @@ def with_scheduler(pipe: GalaxyRedshiftPipeline, scheduler: str | None = None) -
 
     Args:
         pipe: the loaded pipeline (left unchanged).
-        scheduler: ``"ddpm"``, ``"ddim"`` or ``"dpm"`` (DPM-Solver++), built with ``from_config``
-            from ``pipe.scheduler.config``; ``None`` keeps ``pipe``'s scheduler class.
+        scheduler: a name of :data:`galaxy_pipeline.schedulers.SCHEDULERS` (``"ddpm"``, ``"ddim"``, ``"dpm"``,
+            ``"unipc"``), built from ``pipe.scheduler.config``; ``None`` keeps ``pipe``'s scheduler class.
     """
     if scheduler is None:
         new_scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    elif scheduler in SCHEDULERS:
-        new_scheduler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config)
     else:
-        raise ValueError(f"Unknown scheduler {scheduler!r}; choose one of {sorted(SCHEDULERS)}.")
+        new_scheduler = make_scheduler(scheduler, pipe.scheduler.config)
     return GalaxyRedshiftPipeline(unet=pipe.unet, scheduler=new_scheduler, flux_transform=pipe.flux_transform)
 
 
@@ -138,7 +134,7 @@ def generate_to_files(
         seed: base seed; image ``k`` uses ``seed + k`` (non-negative).
         out_dir: output folder (created).
         formats: any of ``"fits"``, ``"png"``, ``"npy"``.
-        scheduler: ``"ddpm"``, ``"ddim"``, ``"dpm"`` or ``None`` (the pipeline's own).
+        scheduler: ``"ddpm"``, ``"ddim"``, ``"dpm"``, ``"unipc"`` or ``None`` (the pipeline's own).
         steps: denoising steps; default the pipeline's default (all training steps for DDPM).
         batch_size: images per forward pass (memory only: results do not depend on it).
         model_id: model name recorded in headers and manifest.
