@@ -2,7 +2,8 @@
 
 Needs ``apt-get install -y chromium`` (``/usr/bin/chromium``, or set ``GALAXY_PIPELINE_CHROMIUM``)
 and ``pip install playwright gradio``; skips cleanly otherwise (never run ``playwright install``).
-``GALAXY_PIPELINE_SAVE_SCREENSHOT=1`` also saves the screenshot to docs/figures/demo_screenshot.png.
+``GALAXY_PIPELINE_SAVE_SCREENSHOT=1`` also saves the screenshot to docs/figures/demo_screenshot.png;
+``GALAXY_PIPELINE_DEMO_MODEL=<folder or Hub id>`` serves that model instead of a tiny random one.
 """
 
 import os
@@ -47,10 +48,14 @@ def _free_port() -> int:
 @pytest.fixture
 def demo_url():
     from galaxy_pipeline.demo import build_demo
+    from galaxy_pipeline.hub import load_pipeline
 
-    demo = build_demo(
-        make_tiny_pipeline(sample_size=64, redshift_max=2.0), max_images=4, max_steps=3, default_sampler="ddim"
-    )
+    model = os.environ.get("GALAXY_PIPELINE_DEMO_MODEL")
+    if model:  # a trained model makes a screenshot worth showing
+        demo = build_demo(load_pipeline(model)[0], max_images=4, max_steps=25, model_id=model)
+    else:
+        pipe = make_tiny_pipeline(sample_size=64, redshift_max=2.0)
+        demo = build_demo(pipe, max_images=4, max_steps=3, default_sampler="ddim")
     _, url, _ = demo.launch(
         server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True, share=False
     )
