@@ -4,7 +4,8 @@
     ...                              formats=("fits", "png"), scheduler="dpm", steps=25)
 
 Image ``k`` (redshift-major order: all images of the first redshift first) is drawn with its own
-torch generator seeded ``seed + k``, so it is the same whatever the batch size. Every FITS file
+torch generator seeded ``seed + k``, so it is the same whatever the batch size (to float32
+round-off: convolution kernels change with the batch shape, ~1e-5 in model space). Every FITS file
 is one (5, H, W) flux cube (bands g,r,i,z,y; HSC units, AB zero point 27) whose header records
 the redshift, seed, model, revision, sampler and number of steps.
 """
@@ -136,7 +137,7 @@ def generate_to_files(
         formats: any of ``"fits"``, ``"png"``, ``"npy"``.
         scheduler: ``"ddpm"``, ``"ddim"``, ``"dpm"``, ``"unipc"`` or ``None`` (the pipeline's own).
         steps: denoising steps; default the pipeline's default (all training steps for DDPM).
-        batch_size: images per forward pass (memory only: results do not depend on it).
+        batch_size: images per forward pass (memory and speed; results agree to float32 round-off).
         model_id: model name recorded in headers and manifest.
         revision: Hub commit of the model recorded in headers and manifest.
         allow_extrapolation: generate outside the trained redshift range (with a warning).
