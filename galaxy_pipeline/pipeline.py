@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -153,64 +153,147 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         output_type: str = "np",
         return_dict: bool = True,
         allow_extrapolation: bool = False,
+        guidance_scale: float = 1.0,
+        batch_size: int | None = None,
     ) -> GalaxyPipelineOutput | tuple:
         """Generate galaxies at redshift(s) ``z``.
 
         Args:
             z: spectroscopic redshift(s), a number or a 1-D sequence, within the trained range.
             num_images_per_redshift: images generated at each redshift (positive).
-            generator: a torch generator, or one per image, for reproducible noise.
+            generator: a torch generator, or one per image (then image k is the same whatever the
+                batching), for reproducible noise.
             num_inference_steps: denoising steps; default: all training steps for DDPM, 50 otherwise.
             output_type: ``"np"`` or ``"pt"`` (fluxes), ``"model"`` (model space), ``"pil"`` (RGB).
             return_dict: return a :class:`GalaxyPipelineOutput` rather than a tuple.
             allow_extrapolation: generate outside the trained redshift range (with a warning).
+            guidance_scale: classifier-free guidance on redshift; 1 (default) is plain conditional
+                sampling, > 1 pushes harder towards the redshift (needs a model trained with
+                redshift dropout).
+            batch_size: images denoised at once (default: all); bounds memory for long lists.
 
         Returns:
             :class:`GalaxyPipelineOutput` with ``images`` and the ``redshifts`` they were made at,
             ordered redshift by redshift (all images of ``z[0]`` first).
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}.")
-        if (
-            isinstance(num_images_per_redshift, bool)
-            or not isinstance(num_images_per_redshift, int)
-            or (num_images_per_redshift < 1)
-        ):
-            raise ValueError(f"num_images_per_redshift must be a positive integer; got {num_images_per_redshift!r}.")
-        if num_inference_steps is None:
-            is_ddpm = isinstance(self.scheduler, DDPMScheduler)
-            num_inference_steps = self.scheduler.config.num_train_timesteps if is_ddpm else 50
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or (num_inference_steps < 1)
-        ):
-            raise ValueError(f"num_inference_steps must be a positive integer; got {num_inference_steps!r}.")
+        num_inference_steps = self._check_call(
+            output_type, num_images_per_redshift, num_inference_steps, guidance_scale, batch_size
+        )
         redshifts = np.repeat(self.check_redshifts(z, allow_extrapolation), num_images_per_redshift)
         if isinstance(generator, list) and len(generator) != redshifts.size:
             raise ValueError(f"Got {len(generator)} generators for {redshifts.size} images; give one per image.")
+        batch_size = batch_size or redshifts.size
+        starts = range(0, redshifts.size, batch_size)
+        progress = self.progress_bar(total=len(starts) * num_inference_steps)
+        samples = []
+        for start in starts:
+            stop = min(start + batch_size, redshifts.size)
+            batch_generator = generator[start:stop] if isinstance(generator, list) else generator
+            noise = randn_tensor(
+                (stop - start, *self._image_shape), generator=batch_generator, device=self._execution_device
+            )
+            samples.append(
+                self._denoise(
+                    noise, redshifts[start:stop], batch_generator, num_inference_steps, guidance_scale, progress
+                )
+            )
+        progress.close()
+        images = self._convert(torch.cat(samples), output_type)
+        if not return_dict:
+            return images, redshifts
+        return GalaxyPipelineOutput(images=images, redshifts=redshifts)
 
+    @torch.no_grad()
+    def sweep(
+        self,
+        z: Sequence[float] | np.ndarray,
+        generator: torch.Generator | None = None,
+        num_noise_draws: int = 1,
+        num_inference_steps: int = 50,
+        output_type: str = "np",
+        allow_extrapolation: bool = False,
+        guidance_scale: float = 1.0,
+    ) -> GalaxyPipelineOutput:
+        """Denoise the same initial noise at every redshift in ``z``, with a deterministic sampler.
+
+        This shows how the model maps one noise draw across cosmic time. It is the same *noise*,
+        not the same physical galaxy: nothing ties the outputs to one object's evolution. A
+        stochastic scheduler (DDPM) is replaced by DDIM (eta = 0) for the sweep; a deterministic
+        one is used as it is.
+
+        Returns:
+            :class:`GalaxyPipelineOutput` ordered draw by draw: images ``[d * len(z) + j]`` share
+            noise draw ``d`` and have redshift ``z[j]``.
+        """
+        num_inference_steps = self._check_call(output_type, num_noise_draws, num_inference_steps, guidance_scale, None)
+        redshifts = self.check_redshifts(z, allow_extrapolation)
+        noise = randn_tensor((num_noise_draws, *self._image_shape), generator=generator, device=self._execution_device)
+        noise = noise.repeat_interleave(redshifts.size, dim=0)
+        all_redshifts = np.tile(redshifts, num_noise_draws)
+        stochastic = isinstance(self.scheduler, DDPMScheduler)
+        scheduler = self.scheduler
+        if stochastic:
+            self.scheduler = DDIMScheduler.from_config(scheduler.config)
+        try:
+            progress = self.progress_bar(total=num_inference_steps)
+            sample = self._denoise(noise, all_redshifts, None, num_inference_steps, guidance_scale, progress)
+            progress.close()
+        finally:
+            self.scheduler = scheduler
+        return GalaxyPipelineOutput(images=self._convert(sample, output_type), redshifts=all_redshifts)
+
+    @property
+    def _image_shape(self) -> tuple[int, int, int]:
         config = self.unet.config
         size = (config.sample_size,) * 2 if isinstance(config.sample_size, int) else tuple(config.sample_size)
-        shape = (redshifts.size, config.in_channels, *size)
-        sample = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
-        redshift_tensor = torch.as_tensor(redshifts, dtype=torch.float32, device=sample.device)
+        return (config.in_channels, *size)
 
+    def _check_call(self, output_type, count, num_inference_steps, guidance_scale, batch_size) -> int:
+        """Validate call arguments; return the number of inference steps to use."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}.")
+        if num_inference_steps is None:
+            is_ddpm = isinstance(self.scheduler, DDPMScheduler)
+            num_inference_steps = self.scheduler.config.num_train_timesteps if is_ddpm else 50
+        for name, value in (
+            ("num_images_per_redshift", count),
+            ("num_inference_steps", num_inference_steps),
+            ("batch_size", 1 if batch_size is None else batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if not (np.isfinite(guidance_scale) and guidance_scale >= 0):
+            raise ValueError(f"guidance_scale must be a finite number >= 0; got {guidance_scale!r}.")
+        if guidance_scale != 1 and not self.unet.config.learned_null_redshift:
+            raise ValueError(
+                f"guidance_scale={guidance_scale} needs a model trained with redshift dropout "
+                "(learned_null_redshift); this one was not, so use guidance_scale=1."
+            )
+        return num_inference_steps
+
+    def _denoise(self, sample, redshifts, generator, num_inference_steps, guidance_scale, progress) -> torch.Tensor:
+        """Run the reverse diffusion from noise ``sample`` (model space, float32) at ``redshifts``."""
+        redshift = torch.as_tensor(redshifts, dtype=torch.float32, device=sample.device)
+        guided = guidance_scale != 1
+        if guided:
+            redshift = redshift.repeat(2)
+            drop = torch.arange(redshift.numel(), device=sample.device) >= sample.shape[0]
         was_training = self.unet.training
         self.unet.eval()
         self.scheduler.set_timesteps(num_inference_steps, device=sample.device)
         sample = sample * self.scheduler.init_noise_sigma
-        for timestep in self.progress_bar(self.scheduler.timesteps):
+        for timestep in self.scheduler.timesteps:
             model_input = self.scheduler.scale_model_input(sample, timestep).to(self.unet.dtype)
-            noise = self.unet(model_input, timestep, redshift_tensor).sample.float()
+            if guided:
+                both = self.unet(model_input.repeat(2, 1, 1, 1), timestep, redshift, drop_redshift=drop).sample
+                conditional, unconditional = both.float().chunk(2)
+                noise = unconditional + guidance_scale * (conditional - unconditional)
+            else:
+                noise = self.unet(model_input, timestep, redshift).sample.float()
             sample = self.scheduler.step(noise, timestep, sample, generator=generator).prev_sample
+            progress.update(1)
         self.unet.train(was_training)
-        sample = self._clip_to_model_space(sample)
-
-        images = self._convert(sample, output_type)
-        if not return_dict:
-            return images, redshifts
-        return GalaxyPipelineOutput(images=images, redshifts=redshifts)
+        return self._clip_to_model_space(sample)
 
     @staticmethod
     def _clip_to_model_space(sample: torch.Tensor) -> torch.Tensor:

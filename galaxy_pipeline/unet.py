@@ -19,6 +19,7 @@ from diffusers import ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.utils import BaseOutput
+from torch import nn
 
 __all__ = ["ModelMixin", "RedshiftUNet2DModel", "RedshiftUNet2DOutput", "UNET_PRESETS"]
 
@@ -79,6 +80,8 @@ class RedshiftUNet2DModel(UNet2DModel):
         redshift_min: lowest spectroscopic redshift the model was trained on.
         redshift_max: highest spectroscopic redshift the model was trained on; the pipeline
             refuses to extrapolate beyond it unless asked to.
+        learned_null_redshift: add a learned "no redshift" embedding, used where ``drop_redshift``
+            is True; training with redshift dropout makes classifier-free guidance possible.
     """
 
     @register_to_config
@@ -116,6 +119,7 @@ class RedshiftUNet2DModel(UNet2DModel):
         redshift_scale: float = 1000.0,
         redshift_min: float = 0.0,
         redshift_max: float = 4.0,
+        learned_null_redshift: bool = False,
     ) -> None:
         if class_embed_type != "identity":
             raise ValueError(
@@ -161,6 +165,7 @@ class RedshiftUNet2DModel(UNet2DModel):
         time_embed_dim = time_embedding_dim or block_out_channels[0] * 4
         self.redshift_proj = Timesteps(redshift_embedding_dim, flip_sin_to_cos, freq_shift)
         self.redshift_embedding = TimestepEmbedding(redshift_embedding_dim, time_embed_dim)
+        self.null_redshift_embedding = nn.Parameter(torch.zeros(time_embed_dim)) if learned_null_redshift else None
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> RedshiftUNet2DModel:
@@ -172,21 +177,36 @@ class RedshiftUNet2DModel(UNet2DModel):
             raise ValueError(f"Unknown UNet preset {name!r}; choose one of {sorted(UNET_PRESETS)}.")
         return cls(**{**UNET_PRESETS[name], **overrides})
 
-    def embed_redshift(self, redshift: torch.Tensor) -> torch.Tensor:
-        """Redshift embedding (batch, time_embed_dim) in the model dtype; ``redshift`` is z, shape (batch,)."""
+    def embed_redshift(self, redshift: torch.Tensor, drop_redshift: torch.Tensor | None = None) -> torch.Tensor:
+        """Redshift embedding (batch, time_embed_dim) in the model dtype for z of shape (batch,).
+
+        Where the boolean ``drop_redshift`` (batch,) is True the learned null embedding replaces it.
+        """
         features = self.redshift_proj(redshift.float() * self.config.redshift_scale)
-        return self.redshift_embedding(features.to(self.dtype))
+        embedding = self.redshift_embedding(features.to(self.dtype))
+        if drop_redshift is None:
+            return embedding
+        if self.null_redshift_embedding is None:
+            raise ValueError(
+                "This model has no learned null-redshift embedding, so it cannot drop the redshift "
+                "(classifier-free guidance); train it with --redshift_dropout > 0."
+            )
+        null = self.null_redshift_embedding.to(embedding.dtype).expand_as(embedding)
+        return torch.where(drop_redshift.to(embedding.device)[:, None], null, embedding)
 
     def forward(
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
         redshift: torch.Tensor | float,
+        drop_redshift: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> RedshiftUNet2DOutput | tuple[torch.Tensor]:
         """Predict the noise in ``sample`` (batch, channels, H, W) at ``timestep`` for redshift z.
 
         ``redshift`` is a float or a tensor of shape (batch,) or (); it is broadcast to the batch.
+        ``drop_redshift`` (bool, (batch,)) marks images to denoise without redshift (needs
+        ``learned_null_redshift``).
         """
         redshift = torch.as_tensor(redshift, device=sample.device)
         if redshift.ndim > 1:
@@ -196,7 +216,7 @@ class RedshiftUNet2DModel(UNet2DModel):
             raise ValueError(
                 f"Got {redshift.shape[0]} redshifts for a batch of {sample.shape[0]} images; give one per image."
             )
-        noise = super().forward(sample, timestep, class_labels=self.embed_redshift(redshift)).sample
+        noise = super().forward(sample, timestep, class_labels=self.embed_redshift(redshift, drop_redshift)).sample
         if not return_dict:
             return (noise,)
         return RedshiftUNet2DOutput(sample=noise)

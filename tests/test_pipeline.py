@@ -12,10 +12,11 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from conftest import make_tiny_pipeline
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
-from galaxy_pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel
 from galaxy_pipeline import pipeline as pipeline_module
 
 STEPS = 5
@@ -182,7 +183,7 @@ def test_hub_id_loads_from_offline_cache(tiny_pipeline, tmp_path):
     script = textwrap.dedent(
         """
         import numpy as np, torch
-        from galaxy_pipeline import GalaxyRedshiftPipeline
+        from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel
         pipe = GalaxyRedshiftPipeline.from_pretrained("astro/tiny-galaxies")
         pipe.set_progress_bar_config(disable=True)
         out = pipe(z=0.7, generator=torch.manual_seed(0), num_inference_steps=3)
@@ -194,3 +195,56 @@ def test_hub_id_loads_from_offline_cache(tiny_pipeline, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     expected = tiny_pipeline(z=0.7, generator=torch.manual_seed(0), num_inference_steps=3).images
     np.testing.assert_allclose(np.load(Path(tmp_path) / "out.npy"), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_batch_size_with_per_image_generators_gives_the_same_images(tiny_pipeline):
+    def run(batch_size):
+        generators = [torch.Generator().manual_seed(seed) for seed in range(5)]
+        return tiny_pipeline(
+            z=[0.1, 0.4, 0.8, 1.6, 3.2],
+            generator=generators,
+            num_inference_steps=STEPS,
+            batch_size=batch_size,
+            output_type="model",
+        ).images
+
+    np.testing.assert_allclose(run(2), run(None), atol=1e-4)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        tiny_pipeline(z=0.5, batch_size=0)
+
+
+@pytest.fixture
+def guided_pipeline():
+    pipe = make_tiny_pipeline()
+    torch.manual_seed(1)
+    pipe.unet = RedshiftUNet2DModel.from_preset("tiny", sample_size=16, learned_null_redshift=True)
+    with torch.no_grad():
+        pipe.unet.null_redshift_embedding.normal_()
+    return pipe
+
+
+def test_guidance_scale_one_equals_no_guidance_and_other_scales_differ(guided_pipeline):
+    plain = generate(guided_pipeline, z=[0.3, 1.2], output_type="model").images
+    scale_one = generate(guided_pipeline, z=[0.3, 1.2], output_type="model", guidance_scale=1.0).images
+    guided = generate(guided_pipeline, z=[0.3, 1.2], output_type="model", guidance_scale=3.0).images
+    np.testing.assert_array_equal(plain, scale_one)
+    assert not np.allclose(plain, guided)
+
+
+def test_guidance_needs_a_null_embedding(tiny_pipeline):
+    with pytest.raises(ValueError, match="trained with redshift dropout"):
+        tiny_pipeline(z=0.5, guidance_scale=2.0)
+    with pytest.raises(ValueError, match="guidance_scale must be"):
+        tiny_pipeline(z=0.5, guidance_scale=float("nan"))
+
+
+def test_sweep_shares_noise_across_redshifts(tiny_pipeline):
+    out = tiny_pipeline.sweep(z=[0.5, 0.5, 2.0], generator=torch.Generator().manual_seed(0), num_noise_draws=2,
+                              num_inference_steps=STEPS, output_type="model")  # fmt: skip
+    images = out.images
+    assert images.shape == (6, 5, 16, 16)
+    np.testing.assert_array_equal(out.redshifts, [0.5, 0.5, 2.0, 0.5, 0.5, 2.0])
+    np.testing.assert_array_equal(images[0], images[1])  # same noise, same z, deterministic sampler
+    assert not np.allclose(images[0], images[2])  # same noise, other z
+    assert not np.allclose(images[0], images[3])  # other noise draw
+    assert isinstance(tiny_pipeline.scheduler, DDPMScheduler)  # the stochastic scheduler is restored

@@ -193,3 +193,13 @@ def test_quickstart_preset_trains_a_pipeline(tmp_path):
     out = pipe(z=[0.2, 1.0], generator=torch.Generator().manual_seed(0), num_inference_steps=20)
     assert np.isfinite(out.images).all()
     assert list((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_redshift_dropout_trains_a_guidable_pipeline(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2", "--redshift_dropout", "0.5")
+    pipe = GalaxyRedshiftPipeline.from_pretrained(train(parse_training_config(args)))
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.unet.config.learned_null_redshift
+    low, high = pipe.redshift_range
+    out = pipe(z=[low, high], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(out.images).all()

@@ -89,6 +89,11 @@ class TrainingConfig:
         default=0.01, metadata={"help": "Std of Gaussian noise added to z in training (clamped at z=0)."}
     )
 
+    redshift_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of images trained without redshift (learned null embedding), for guidance."},
+    )
+
     # Optimisation
     train_batch_size: int = field(default=16, metadata={"help": "Images per device per step."})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
@@ -159,6 +164,8 @@ class TrainingConfig:
         problems += [f"{name}={getattr(self, name)} must be >= 0" for name in non_negative if getattr(self, name) < 0]
         if not 0 < self.beta_start < self.beta_end < 1:
             problems.append(f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        if not 0 <= self.redshift_dropout < 1:
+            problems.append(f"redshift_dropout={self.redshift_dropout} must be in [0, 1)")
         if not 0 <= self.ema_max_decay < 1:
             problems.append(f"ema_max_decay={self.ema_max_decay} must be in [0, 1)")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:

@@ -94,6 +94,7 @@ def train(config: TrainingConfig) -> Path:
         config.unet_preset,
         redshift_min=float(max(REDSHIFT_RANGE[0], redshifts.min())),
         redshift_max=float(redshifts.max()),
+        learned_null_redshift=config.redshift_dropout > 0,
     )
     if config.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
@@ -174,7 +175,10 @@ def train(config: TrainingConfig) -> Path:
                     0, noise_scheduler.config.num_train_timesteps, (images.shape[0],), device=images.device
                 )
                 noisy_images = noise_scheduler.add_noise(images, noise, timesteps)
-                predicted = model_forward(noisy_images, timesteps, redshift).sample
+                drop = None
+                if config.redshift_dropout > 0:
+                    drop = torch.rand(images.shape[0], device=images.device) < config.redshift_dropout
+                predicted = model_forward(noisy_images, timesteps, redshift, drop_redshift=drop).sample
                 if config.loss == "huber":
                     loss = F.huber_loss(predicted.float(), noise.float())
                 else:
