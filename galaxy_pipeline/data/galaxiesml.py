@@ -225,7 +225,10 @@ def validate_galaxiesml_file(path: str | Path) -> GalaxiesMLFile:
             columns[key] = dtype
         if columns[REDSHIFT_KEY] == _STRING:
             raise ValueError(f"{path}: key 'specz_redshift' holds strings; expected numbers.")
-        redshift = file[REDSHIFT_KEY][...].reshape(num_rows).astype(np.float64)
+        try:
+            redshift = file[REDSHIFT_KEY][...].reshape(num_rows).astype(np.float64)
+        except OSError as error:
+            raise ValueError(f"{path}: cannot read key 'specz_redshift' ({error}); is the file complete?") from None
     finite = np.isfinite(redshift)
     low, high = REDSHIFT_RANGE
     outside = np.flatnonzero(finite & ((redshift < low) | (redshift > high)))
@@ -342,6 +345,7 @@ def _convert_split(
 ) -> SplitSummary:
     """Stream one file through ``Dataset.from_generator`` (cache in ``cache_dir``) and save it to ``split_dir``."""
     parallel = num_proc is not None and num_proc > 1
+    starts = list(range(0, source.num_rows, chunk_size))
     bars_were_disabled = datasets.are_progress_bars_disabled()
     if not (progress and parallel):
         datasets.disable_progress_bars()
@@ -355,7 +359,8 @@ def _convert_split(
             split=datasets.NamedSplit(split),
             gen_kwargs={
                 "path": str(source.path),
-                "starts": list(range(0, source.num_rows, chunk_size)),
+                # A list is split into one generator call per chunk (spread over processes); a tuple is one call.
+                "starts": starts if parallel else tuple(starts),
                 "chunk_size": chunk_size,
                 "columns": tuple(source.columns.items()),
                 "progress": (split, source.num_rows) if progress and not parallel else None,
@@ -385,7 +390,7 @@ def _convert_split(
 
 def _generate_rows(
     path: str,
-    starts: list[int],
+    starts: list[int] | tuple[int, ...],
     chunk_size: int,
     columns: tuple[tuple[str, str], ...],
     progress: tuple[str, int] | None,
