@@ -136,6 +136,34 @@ def run_data_mock(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_data_convert(args: argparse.Namespace) -> int:
+    """Convert GalaxiesML HDF5 files into a Hugging Face DatasetDict folder (and optionally push it)."""
+    from galaxy_pipeline.data.galaxiesml import convert_galaxiesml, push_dataset_to_hub
+
+    files = {
+        split: path
+        for split, path in (("train", args.train), ("validation", args.validation), ("test", args.test))
+        if path
+    }
+    if not files:
+        raise ValueError("pass at least one of --train, --validation, --test (GalaxiesML .hdf5 files).")
+    if args.private and not args.push_to_hub:
+        raise ValueError("--private only applies with --push-to-hub REPO.")
+    summary = convert_galaxiesml(
+        files,
+        args.out,
+        overwrite=args.overwrite,
+        chunk_size=args.chunk_size,
+        progress=not args.quiet,
+        num_proc=args.num_proc,
+    )
+    print(summary)
+    if args.push_to_hub:
+        url = push_dataset_to_hub(args.out, args.push_to_hub, private=args.private)
+        print(f"Pushed {args.out} to {url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``galaxy-pipeline`` command."""
     parser = argparse.ArgumentParser(
@@ -168,6 +196,24 @@ def build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--overwrite", action="store_true", help="replace existing output files")
     mock.add_argument("--quiet", action="store_true", help="no progress bar")
     mock.set_defaults(handler=run_data_mock)
+
+    convert = data_commands.add_parser(
+        "convert",
+        help="convert GalaxiesML HDF5 files into a Hugging Face dataset folder",
+        description="Validate GalaxiesML files, then stream them into a datasets.DatasetDict folder "
+        "(load it with datasets.load_from_disk); rows with non-finite pixels or redshift are dropped and counted.",
+    )
+    convert.add_argument("--train", default=None, help="training split .hdf5 file")
+    convert.add_argument("--validation", default=None, help="validation split .hdf5 file")
+    convert.add_argument("--test", default=None, help="test split .hdf5 file")
+    convert.add_argument("--out", required=True, help="output dataset folder (must not exist unless --overwrite)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing converted dataset at --out")
+    convert.add_argument("--chunk-size", type=int, default=512, help="rows read at a time (default 512)")
+    convert.add_argument("--num-proc", type=int, default=None, help="reader processes (default one)")
+    convert.add_argument("--push-to-hub", default=None, metavar="REPO", help="then upload to the Hub as user/name")
+    convert.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    convert.add_argument("--quiet", action="store_true", help="no progress bars")
+    convert.set_defaults(handler=run_data_convert)
 
     push = commands.add_parser("push", help="upload a saved pipeline and its model card to the Hugging Face Hub")
     push.add_argument("--model", required=True, help="pipeline folder written by save_pretrained")
