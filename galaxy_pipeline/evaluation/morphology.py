@@ -37,16 +37,19 @@ measurements NaN, ``flags`` says why), never dropped.
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
+from photutils.segmentation import SegmentationImage, SourceCatalog, deblend_sources, detect_sources
 from scipy import ndimage
 from scipy.signal import fftconvolve
 
 from galaxy_pipeline.evaluation.psf import prepare_psf
+from galaxy_pipeline.evaluation.sersic import fit_sersic
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 
 MORPHOLOGY_METRICS = ("ellipticity", "semimajor_axis_arcsec", "sersic_index", "isophotal_area_arcsec2")
@@ -166,10 +169,6 @@ def _half_light_radius(image: np.ndarray, segment: np.ndarray, x: float, y: floa
 
 def _detect_one(args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float]) -> _Detection:
     """Detect, pick the central segment, deblend it and measure it with photutils, for one image."""
-    import warnings
-
-    from photutils.segmentation import SegmentationImage, SourceCatalog, deblend_sources, detect_sources
-
     detection, smoothed, missing, is_peak, threshold, noise = args
     result = _Detection()
     segm = detect_sources(smoothed, threshold, n_pixels=DETECTION_N_PIXELS, mask=missing) if threshold > 0 else None
@@ -183,7 +182,7 @@ def _detect_one(args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, floa
         return result
     if np.count_nonzero(is_peak & (segm.data == label) & (smoothed > _DEBLEND_MIN_PEAK * threshold)) > 1:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.filterwarnings("ignore", message="The deblending mode")  # photutils' note on faint sources
             segm = deblend_sources(
                 smoothed,
                 segm,
@@ -392,8 +391,6 @@ def _prepare_batch(fluxes: np.ndarray, psf_cube: np.ndarray, mask: np.ndarray | 
 
 def _finish_batch(batch: _Batch, found, psf_cube: np.ndarray, device: str, bar) -> list[dict]:
     """Flags, fluxes and the batched Sersic fit of one batch, once its detections are in."""
-    from galaxy_pipeline.evaluation.sersic import fit_sersic
-
     detections: list[_Detection] = found if isinstance(found, list) else found.get()
     rows = []
     for i, result in enumerate(detections):
