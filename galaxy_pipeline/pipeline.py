@@ -10,6 +10,7 @@ The scheduler that trained the model samples by default (DDPM, 1000 steps). Swap
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections.abc import Sequence
@@ -282,6 +283,9 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         self.unet.eval()
         self.scheduler.set_timesteps(num_inference_steps, device=sample.device)
         sample = sample * self.scheduler.init_noise_sigma
+        # Stochastic samplers (DDPM) draw noise from the generator; others (UniPC) take no generator argument.
+        takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
+        step_kwargs = {"generator": generator} if takes_generator else {}
         for timestep in self.scheduler.timesteps:
             model_input = self.scheduler.scale_model_input(sample, timestep).to(self.unet.dtype)
             if guided:
@@ -290,7 +294,7 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
                 noise = unconditional + guidance_scale * (conditional - unconditional)
             else:
                 noise = self.unet(model_input, timestep, redshift).sample.float()
-            sample = self.scheduler.step(noise, timestep, sample, generator=generator).prev_sample
+            sample = self.scheduler.step(noise, timestep, sample, **step_kwargs).prev_sample
             progress.update(1)
         self.unet.train(was_training)
         return self._clip_to_model_space(sample)
