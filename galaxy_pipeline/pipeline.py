@@ -50,8 +50,8 @@ class GalaxyPipelineOutput(BaseOutput):
 def paper_scheduler(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DDPMScheduler:
     """The paper's DDPM noise schedule: linear betas from 1e-4 to 0.02 over 1000 steps by default.
 
-    Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (2) in model space (the flux
-    transform maps the 99.9th-percentile training pixel to 1), a loose guard that keeps galaxy
+    Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (8) in model space (the flux
+    transform maps the 99th-percentile training pixel to 2), a loose guard that keeps galaxy
     cores intact.
     """
     return DDPMScheduler(

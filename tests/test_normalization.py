@@ -33,14 +33,14 @@ def test_round_trip_torch_keeps_dtype_and_matches_numpy():
     torch.testing.assert_close(transform.inverse(model_space), torch.from_numpy(fluxes), rtol=2e-6, atol=1e-5)
 
 
-def test_fit_recovers_per_band_noise_and_maps_bright_pixels_near_one():
+def test_fit_recovers_per_band_noise_and_maps_the_99th_percentile_to_two():
     rng = np.random.default_rng(2)
     fluxes = heavy_tailed_fluxes(rng, n=64)
     transform = FluxTransform.fit(fluxes[i : i + 8] for i in range(0, 64, 8))
     np.testing.assert_allclose(transform.softening, [0.02, 0.03, 0.04, 0.08, 0.15], rtol=0.1)
     model_space = transform.forward(fluxes)
     for band in range(5):
-        assert np.quantile(model_space[:, band], 0.999) == pytest.approx(1.0, abs=0.02)
+        assert np.quantile(model_space[:, band], 0.99) == pytest.approx(2.0, abs=0.04)
         assert abs(np.median(model_space[:, band])) < 0.1
 
 

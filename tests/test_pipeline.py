@@ -18,6 +18,7 @@ from PIL import Image
 
 from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel
 from galaxy_pipeline import pipeline as pipeline_module
+from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT
 
 STEPS = 5
 
@@ -75,7 +76,7 @@ def test_per_image_generators_make_batches_match_single_images(tiny_pipeline):
         single = tiny_pipeline(
             z=z, generator=[torch.Generator().manual_seed(seed)], num_inference_steps=STEPS, output_type="model"
         ).images
-        np.testing.assert_allclose(batch[seed], single[0], atol=1e-5)
+        np.testing.assert_allclose(batch[seed], single[0], rtol=1e-4, atol=1e-4)
 
 
 def test_save_and_load_round_trip(tiny_pipeline, tmp_path):
@@ -89,7 +90,9 @@ def test_save_and_load_round_trip(tiny_pipeline, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert not loaded.unet.training
     expected = generate(tiny_pipeline, z=[0.3, 1.1], output_type="model").images
-    np.testing.assert_allclose(generate(loaded, z=[0.3, 1.1], output_type="model").images, expected, atol=1e-5)
+    np.testing.assert_allclose(
+        generate(loaded, z=[0.3, 1.1], output_type="model").images, expected, rtol=1e-5, atol=1e-5
+    )
     assert loaded.flux_transform.softening == tiny_pipeline.flux_transform.softening
 
 
@@ -128,7 +131,7 @@ def test_diverging_sampler_is_clipped_with_a_warning(tiny_pipeline):
         step.return_value.prev_sample = torch.full((1, 5, 16, 16), 50.0)
         with pytest.warns(UserWarning, match="1280 of 1280 generated pixels"):
             out = generate(tiny_pipeline, output_type="model")
-    assert out.images.max() == 2.0
+    assert out.images.max() == MODEL_SPACE_LIMIT
 
 
 @pytest.mark.parametrize(
@@ -208,7 +211,7 @@ def test_batch_size_with_per_image_generators_gives_the_same_images(tiny_pipelin
             output_type="model",
         ).images
 
-    np.testing.assert_allclose(run(2), run(None), atol=1e-4)
+    np.testing.assert_allclose(run(2), run(None), rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         tiny_pipeline(z=0.5, batch_size=0)
 
