@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 
 from galaxy_pipeline.evaluation.psf import hsc_psf_model, moffat_psf_image, prepare_psf
-from galaxy_pipeline.evaluation.sersic import SERSIC_INDEX_RANGE, fit_sersic
+from galaxy_pipeline.evaluation.sersic import SERSIC_INDEX_RANGE, _shape_scalars, fit_sersic
 from galaxy_pipeline.hsc import PIXEL_SCALE_ARCSEC, PSF_FWHM_ARCSEC, PSF_MOFFAT_BETA
 
 galsim = pytest.importorskip("galsim")
@@ -156,3 +157,12 @@ def test_fit_sersic_rejects_mismatched_inputs():
         fit_sersic(np.zeros((2, 16, 16)), np.zeros((2, 16, 15)), moffat_psf_image(FWHM), [2.0, 2.0])
     with pytest.raises(ValueError, match="odd"):
         fit_sersic(np.zeros((1, 16, 16)), np.ones((1, 16, 16)), np.ones((4, 4)) / 16, [2.0])
+
+
+def test_nan_trial_parameters_do_not_crash_the_profile_table():
+    """Extreme pixels can make a Levenberg-Marquardt trial NaN; it must give NaN scalars, not an IndexError."""
+    params = torch.full((2, 6), float("nan"))
+    params[1] = 0.0
+    scalars = _shape_scalars(params)
+    assert torch.isnan(scalars[0, 5])
+    assert torch.isfinite(scalars[1]).all()

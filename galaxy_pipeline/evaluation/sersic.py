@@ -103,7 +103,8 @@ def _shape_scalars(params: torch.Tensor) -> torch.Tensor:
     k = (p - 1.0) / (2.0 * eta)
     mean = (1.0 + p) / 2.0
     position = (log_n - _LOG_N_MIN) / (_LOG_N_MAX - _LOG_N_MIN) * (len(_B_N_LOG_N) - 1)
-    low = position.floor().clamp(0, len(_B_N_LOG_N) - 2)
+    # A NaN trial (from extreme pixels) must index safely; its NaN chi2 then rejects the step.
+    low = torch.nan_to_num(position.floor(), nan=0.0).clamp(0, len(_B_N_LOG_N) - 2)
     table = torch.as_tensor(_B_N_TABLE, device=params.device)
     b = torch.lerp(table[low.long()], table[low.long() + 1], position - low)
     n = log_n.exp()
