@@ -197,12 +197,7 @@ def push_pipeline(
         The URL of the repository (of the branch when ``revision`` is given).
     """
     model_dir = _check_model_dir(model_dir)
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise ValueError(f"Invalid Hub repository id {repo_id!r}: use the form 'user/name'. ({error})") from error
-    if "/" not in repo_id:
-        raise ValueError(f"Invalid Hub repository id {repo_id!r}: use the form 'user/name'.")
+    check_repo_id(repo_id, "Invalid Hub repository id")
     card = render_model_card(model_dir, repo_id, report_dir=report_dir, license=license)
     if token is None and get_token() is None:
         raise ValueError(
@@ -232,6 +227,16 @@ def push_pipeline(
         ) from error
     url = str(repo_url).rstrip("/")
     return f"{url}/tree/{revision}" if revision else url
+
+
+def check_repo_id(repo_id: str, problem: str) -> None:
+    """Raise ValueError starting with ``problem`` unless ``repo_id`` is a valid 'user/name' Hub id."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"{problem} {repo_id!r}: use the form 'user/name'. ({error})") from error
+    if "/" not in repo_id:
+        raise ValueError(f"{problem} {repo_id!r}: use the form 'user/name'.")
 
 
 def upload_file_list(model_dir: str | os.PathLike) -> list[str]:

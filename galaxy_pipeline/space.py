@@ -15,10 +15,9 @@ import os
 from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
 from galaxy_pipeline import __version__
+from galaxy_pipeline.hub import check_repo_id
 
 SPACE_FILES: tuple[str, ...] = ("app.py", "requirements.txt", "README.md")
 
@@ -83,12 +82,7 @@ def export_space(
     import gradio
     import torch
 
-    try:
-        validate_repo_id(model_id)
-    except HFValidationError as error:
-        raise ValueError(f"--model must be a Hub id 'user/name' for a Space; got {model_id!r}. ({error})") from error
-    if "/" not in model_id:
-        raise ValueError(f"--model must be a Hub id 'user/name' for a Space; got {model_id!r}.")
+    check_repo_id(model_id, "A Space needs --model as a Hub id, not")
     folder = Path(folder)
     existing = [name for name in SPACE_FILES if (folder / name).exists()]
     if existing and not overwrite:
