@@ -1,16 +1,19 @@
 """Peak memory and throughput of `convert_galaxiesml` on a GalaxiesML-schema file of several GB.
 
-    OMP_NUM_THREADS=1 python benchmarks/convert_memory.py [--gigabytes 2.0] [--chunk-size 512] [--folder DIR]
+    OMP_NUM_THREADS=1 python benchmarks/convert_memory.py [--gigabytes 2.0] [--chunk-size 512] [--num-proc N]
+                                                          [--folder DIR]
 
 Writes a file of ``--gigabytes`` of images (chunked writes, in a child process so that its memory
 is not counted) into a temporary folder, converts it in this process and prints:
 
 - peak RSS of this process (``resource.getrusage``: ``ru_maxrss``), and the peak summed RSS of
-  the conversion's child processes (sampled with psutil; there are some with ``--num-proc``);
+  the conversion's child processes (sampled with psutil; there are some with ``--num-proc``),
+  and their summed USS: forked children share the imported libraries' pages with this process,
+  which their RSS counts again;
 - the peak of the anonymous (heap) and of the file-backed part of the RSS, sampled every 20 ms
-  from ``/proc/self/status``. File-backed pages are the memory-mapped Arrow files that
-  ``datasets`` reads while saving; the kernel drops them under memory pressure (page cache),
-  so they do not bound the machine a conversion needs, unlike the anonymous part;
+  from ``/proc/self/status``. File-backed pages are the shared libraries and the memory-mapped
+  Arrow files that ``datasets`` reads while saving: one piece of ``PIECE_BYTES`` at a time,
+  released before the next (the kernel could also drop them under memory pressure, as page cache);
 - throughput in MB/s of input HDF5.
 Target: peak RSS < 1.5 GB.
 """
@@ -28,13 +31,15 @@ import threading
 import time
 from pathlib import Path
 
+import datasets
+import h5py
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from galaxiesml_files import write_galaxiesml_file  # noqa: E402
 
-from galaxy_pipeline.data.galaxiesml import convert_galaxiesml  # noqa: E402
+from galaxy_pipeline.data.galaxiesml import PIECE_BYTES, convert_galaxiesml  # noqa: E402
 from galaxy_pipeline.data.schema import IMAGE_SHAPE  # noqa: E402
 
 TARGET_PEAK_RSS_GB = 1.5
@@ -51,15 +56,17 @@ def _status_megabytes() -> dict[str, float]:
     return values
 
 
-def _children_megabytes() -> float:
-    """Summed RSS of this process's living descendants, MB."""
-    total = 0
+def _children_megabytes() -> tuple[float, float]:
+    """Summed RSS and USS (pages no other process shares) of this process's living descendants, MB."""
+    rss = uss = 0
     for child in psutil.Process().children(recursive=True):
         try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:
+            memory = child.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return total / 2**20
+        rss += memory.rss
+        uss += memory.uss
+    return rss / 2**20, uss / 2**20
 
 
 class MemorySampler(threading.Thread):
@@ -68,14 +75,16 @@ class MemorySampler(threading.Thread):
     def __init__(self, interval: float = 0.02) -> None:
         super().__init__(daemon=True)
         self.interval = interval
-        self.peaks = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "children": 0.0}
+        self.peaks = {"VmRSS": 0.0, "RssAnon": 0.0, "RssFile": 0.0, "children": 0.0, "children_uss": 0.0}
         self._done = threading.Event()
 
     def run(self) -> None:
         while not self._done.is_set():
             for key, value in _status_megabytes().items():
                 self.peaks[key] = max(self.peaks[key], value)
-            self.peaks["children"] = max(self.peaks["children"], _children_megabytes())
+            rss, uss = _children_megabytes()
+            self.peaks["children"] = max(self.peaks["children"], rss)
+            self.peaks["children_uss"] = max(self.peaks["children_uss"], uss)
             time.sleep(self.interval)
 
     def stop(self) -> dict[str, float]:
@@ -111,12 +120,18 @@ def main() -> None:
             {"train": source}, Path(folder) / "converted", chunk_size=args.chunk_size, num_proc=args.num_proc
         )
         peaks = sampler.stop()
+        peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        reloaded = datasets.load_from_disk(str(Path(folder) / "converted"))["train"]
+        with h5py.File(source, "r") as file:
+            same = len(reloaded) == rows and reloaded[-1]["object_id"] == file["object_id"][-1]
+        print(f"reloaded: {len(reloaded)} rows; row count and last object_id match the file: {same}")
+        del reloaded
 
-    peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(summary)
-    print(f"RSS before converting (imports): {before:.0f} MB")
+    print(f"pieces of {PIECE_BYTES / 2**20:.0f} MiB; RSS before converting (imports): {before:.0f} MB")
     print(f"peak RSS, this process (ru_maxrss):     {peak_self:.0f} MB")
     print(f"peak summed RSS of conversion children: {peaks['children']:.0f} MB (sampled)")
+    print(f"peak summed USS of conversion children: {peaks['children_uss']:.0f} MB (sampled; unshared pages)")
     print(f"peak anonymous RSS (sampled):           {peaks['RssAnon']:.0f} MB")
     print(f"peak file-backed RSS (sampled, mmap):   {peaks['RssFile']:.0f} MB")
     print(f"throughput: {summary.megabytes_per_second:.1f} MB/s of input HDF5")

@@ -38,32 +38,71 @@ def _entries(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
 
+def _assert_split_matches_file(converted_split: datasets.Dataset, path: Path) -> None:
+    """Every row of ``path`` with finite pixels and redshift is in ``converted_split``, in order, unchanged."""
+    assert converted_split.features["image"] == datasets.Array3D(shape=(5, 64, 64), dtype="float32")
+    rows = converted_split[:]
+    with h5py.File(path, "r") as file:
+        images = file["image"][...]
+        keep = np.isfinite(images).all(axis=(1, 2, 3)) & np.isfinite(file["specz_redshift"][...])
+        stored_images = converted_split.with_format("numpy")[:]["image"]
+        np.testing.assert_array_equal(stored_images.view(np.uint32), images[keep].view(np.uint32))
+        for name, key in [("redshift", "specz_redshift"), ("object_id", "object_id"), ("ra", "ra")]:
+            stored = np.asarray(rows[name])
+            np.testing.assert_array_equal(stored, file[key][...][keep], err_msg=name)
+            assert converted_split.features[name].dtype == file[key].dtype.name
+        for name in PER_BAND_COLUMNS + ("dec", "specz_redshift_err", "skymap_id"):
+            stored = np.asarray(rows[name], dtype=file[name].dtype)
+            np.testing.assert_array_equal(stored, file[name][...][keep], err_msg=name)
+            assert converted_split.features[name].dtype == file[name].dtype.name
+        for name in BYTE_STRING_COLUMNS:
+            assert file[name].shape == (len(images), 1)
+            expected = [value.decode() for value in file[name][...][keep, 0]]
+            assert rows[name] == expected
+
+
 def test_round_trip_keeps_pixels_ids_and_catalog(splits, converted):
     out, _ = converted
     dataset = datasets.load_from_disk(str(out))
     assert list(dataset) == ["train", "validation", "test"]
     for split, path in splits.items():
-        converted_split = dataset[split]
-        assert converted_split.features["image"] == datasets.Array3D(shape=(5, 64, 64), dtype="float32")
-        rows = converted_split[:]
-        with h5py.File(path, "r") as file:
-            images = file["image"][...]
-            keep = np.isfinite(images).all(axis=(1, 2, 3))
-            stored_images = converted_split.with_format("numpy")[:]["image"]
-            np.testing.assert_array_equal(stored_images.view(np.uint32), images[keep].view(np.uint32))
-            for name, key in [("redshift", "specz_redshift"), ("object_id", "object_id"), ("ra", "ra")]:
-                stored = np.asarray(rows[name])
-                np.testing.assert_array_equal(stored, file[key][...][keep], err_msg=name)
-                assert converted_split.features[name].dtype == file[key].dtype.name
-            for name in PER_BAND_COLUMNS + ("dec", "specz_redshift_err", "skymap_id"):
-                stored = np.asarray(rows[name], dtype=file[name].dtype)
-                np.testing.assert_array_equal(stored, file[name][...][keep], err_msg=name)
-                assert converted_split.features[name].dtype == file[name].dtype.name
-            for name in BYTE_STRING_COLUMNS:
-                assert file[name].shape == (len(images), 1)
-                expected = [value.decode() for value in file[name][...][keep, 0]]
-                assert rows[name] == expected
+        _assert_split_matches_file(dataset[split], path)
     assert "specz_redshift" not in dataset["train"].column_names
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_conversion_in_pieces_keeps_every_row_in_order(splits, tmp_path, monkeypatch, num_proc):
+    # About 82 kB a row: pieces of three 4-row chunks, so the 40 training rows span 4 pieces.
+    monkeypatch.setattr(galaxiesml, "PIECE_BYTES", 12 * 90_000)
+    out = tmp_path / "out"
+    with pytest.warns(UserWarning, match="train 2 of 40"):
+        summary = convert_galaxiesml(
+            {"train": splits["train"], "test": splits["test"]}, out, chunk_size=4, progress=False, num_proc=num_proc
+        )
+    assert summary.splits["train"].rows_written == 38
+    dataset = datasets.load_from_disk(str(out))
+    for split in ("train", "test"):
+        _assert_split_matches_file(dataset[split], splits[split])
+    shards = sorted(path.name for path in (out / "train").glob("*.arrow"))
+    assert len(shards) >= 3
+    assert _entries(out / "train") == sorted([*shards, "dataset_info.json", "state.json"])
+    assert _entries(out) == sorted(["dataset_dict.json", galaxiesml.CONVERSION_RECORD, "test", "train"])
+    assert _entries(tmp_path) == ["out"]
+
+
+def test_a_piece_whose_rows_are_all_dropped_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(galaxiesml, "PIECE_BYTES", 1)
+    path = write_galaxiesml_file(tmp_path / "holes.hdf5", 12, nan_rows=range(4, 8))
+    with pytest.warns(UserWarning, match="train 4 of 12"):
+        convert_galaxiesml({"train": path}, tmp_path / "out", chunk_size=4, progress=False)
+    _assert_split_matches_file(datasets.load_from_disk(str(tmp_path / "out"))["train"], path)
+
+
+def test_a_file_whose_rows_are_all_dropped_is_an_error(tmp_path):
+    path = write_galaxiesml_file(tmp_path / "empty.hdf5", 4, nan_rows=range(4))
+    with pytest.raises(ValueError, match="all 4 rows have non-finite pixels or redshift"):
+        convert_galaxiesml({"train": path}, tmp_path / "out", progress=False)
+    assert _entries(tmp_path) == ["empty.hdf5"]
 
 
 def test_summary_counts_dropped_rows(converted):

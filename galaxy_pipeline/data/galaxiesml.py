@@ -13,9 +13,11 @@ per row (groups, (N, k) arrays) are skipped and listed in the summary.
 
 Every input file is validated before anything is written. Rows whose image has a non-finite
 pixel, or whose redshift is non-finite, are dropped and counted. The files are streamed in
-chunks of ``chunk_size`` rows through :meth:`datasets.Dataset.from_generator` with its cache in
-a temporary folder beside the output (never in ``~/.cache``), so memory stays bounded whatever
-the file size; the temporary folder also needs room for about twice the output while it runs.
+chunks of ``chunk_size`` rows through :meth:`datasets.Dataset.from_generator`, with its cache in
+a temporary folder beside the output (never in ``~/.cache``), one piece of :data:`PIECE_BYTES`
+at a time: each piece is saved with :meth:`datasets.Dataset.save_to_disk` and dropped, and the
+pieces' Arrow files make up the split. Memory (RSS, memory-mapped files included) stays bounded
+whatever the file size; the temporary folder needs room for the output plus two pieces.
 The finished dataset is renamed into place, so an interrupted run leaves nothing that loads at
 the output path.
 """
@@ -23,6 +25,7 @@ the output path.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -56,6 +59,13 @@ REDSHIFT_COLUMN = "redshift"
 
 DEFAULT_CHUNK_SIZE = 512
 """Rows read from HDF5 (and written to Arrow) at a time: 512 images are 42 MB."""
+
+PIECE_BYTES = 256 * 2**20
+"""Bytes of a split converted and saved at a time (whole chunks of rows, at least one chunk).
+
+Saving memory-maps the piece and reads all of it, so this bounds the file-backed part of the
+conversion's peak RSS, on top of about 0.6 GB for the imports and one chunk.
+"""
 
 CONVERSION_RECORD = "galaxiesml_conversion.json"
 """File beside ``dataset_dict.json`` recording the sources and the rows dropped."""
@@ -286,7 +296,7 @@ def convert_galaxiesml(
     try:
         staged = work_dir / "dataset"
         summaries = {
-            split: _convert_split(split, source, staged / split, work_dir / "cache", chunk_size, progress, num_proc)
+            split: _convert_split(split, source, staged / split, work_dir, chunk_size, progress, num_proc)
             for split, source in sources.items()
         }
         with open(staged / datasets.config.DATASETDICT_JSON_FILENAME, "w", encoding="utf-8") as f:
@@ -338,45 +348,41 @@ def _convert_split(
     split: str,
     source: GalaxiesMLFile,
     split_dir: Path,
-    cache_dir: Path,
+    work_dir: Path,
     chunk_size: int,
     progress: bool,
     num_proc: int | None,
 ) -> SplitSummary:
-    """Stream one file through ``Dataset.from_generator`` (cache in ``cache_dir``) and save it to ``split_dir``."""
-    parallel = num_proc is not None and num_proc > 1
-    starts = list(range(0, source.num_rows, chunk_size))
+    """Convert one file in pieces of about :data:`PIECE_BYTES` and assemble them into ``split_dir``.
+
+    Each piece goes through ``Dataset.from_generator`` (cache in ``work_dir``) and ``save_to_disk``
+    into its own folder in ``work_dir``, then is dropped, so that the pages of at most one piece are
+    read through a memory map at a time; the pieces' Arrow files are then moved, in order, into
+    ``split_dir`` without reading them.
+    """
+    rows_per_piece = _rows_per_piece(source, chunk_size)
     bars_were_disabled = datasets.are_progress_bars_disabled()
-    if not (progress and parallel):
-        datasets.disable_progress_bars()
+    datasets.disable_progress_bars()
+    bar = tqdm(total=source.num_rows, desc=f"{split}: HDF5 -> Arrow", unit="img", disable=not progress)
+    piece_dirs = []
     try:
-        dataset = datasets.Dataset.from_generator(
-            _generate_rows,
-            features=source.features(),
-            cache_dir=str(cache_dir),
-            writer_batch_size=chunk_size,
-            num_proc=num_proc if parallel else None,
-            split=datasets.NamedSplit(split),
-            gen_kwargs={
-                "path": str(source.path),
-                # A list is split into one generator call per chunk (spread over processes); a tuple is one call.
-                "starts": starts if parallel else tuple(starts),
-                "chunk_size": chunk_size,
-                "columns": tuple(source.columns.items()),
-                "progress": (split, source.num_rows) if progress and not parallel else None,
-            },
-        )
-        if progress:
-            datasets.enable_progress_bars()
-        dataset.save_to_disk(str(split_dir))
-        rows_written = len(dataset)
+        for index, start in enumerate(range(0, source.num_rows, rows_per_piece)):
+            stop = min(start + rows_per_piece, source.num_rows)
+            piece_dir = work_dir / f"{split}-piece-{index:05d}"
+            if _convert_piece(split, source, start, stop, piece_dir, work_dir / "cache", chunk_size, num_proc):
+                piece_dirs.append(piece_dir)
+            bar.update(stop - start)
+        if not piece_dirs:
+            raise ValueError(
+                f"{source.path}: all {source.num_rows} rows have non-finite pixels or redshift; nothing to convert."
+            )
+        rows_written = _assemble_split(split, piece_dirs, split_dir)
     finally:
-        if bars_were_disabled:
-            datasets.disable_progress_bars()
-        else:
+        bar.close()
+        if not bars_were_disabled:
             datasets.enable_progress_bars()
-    del dataset
-    shutil.rmtree(cache_dir, ignore_errors=True)
+        for piece_dir in piece_dirs:
+            shutil.rmtree(piece_dir, ignore_errors=True)
     dropped = source.num_rows - rows_written
     return SplitSummary(
         split=split,
@@ -388,20 +394,90 @@ def _convert_split(
     )
 
 
+def _rows_per_piece(source: GalaxiesMLFile, chunk_size: int) -> int:
+    """Whole chunks of rows that fit in :data:`PIECE_BYTES` (at least one chunk)."""
+    with h5py.File(source.path, "r") as file:
+        row_bytes = 4 * math.prod(IMAGE_SHAPE) + sum(file[key].dtype.itemsize for key in source.columns)
+    return max(1, PIECE_BYTES // (row_bytes * chunk_size)) * chunk_size
+
+
+def _convert_piece(
+    split: str,
+    source: GalaxiesMLFile,
+    start: int,
+    stop: int,
+    piece_dir: Path,
+    cache_dir: Path,
+    chunk_size: int,
+    num_proc: int | None,
+) -> bool:
+    """Save rows ``start:stop`` of ``source`` to ``piece_dir``; False (nothing saved) if every row is dropped."""
+    starts = list(range(start, stop, chunk_size))
+    num_proc = min(num_proc or 1, len(starts))
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _generate_rows,
+            features=source.features(),
+            cache_dir=str(cache_dir),
+            writer_batch_size=chunk_size,
+            num_proc=num_proc if num_proc > 1 else None,
+            split=datasets.NamedSplit(split),
+            gen_kwargs={
+                "path": str(source.path),
+                # A list is split into one generator call per chunk (spread over processes); a tuple is one call.
+                "starts": starts if num_proc > 1 else tuple(starts),
+                "stop": stop,
+                "chunk_size": chunk_size,
+                "columns": tuple(source.columns.items()),
+            },
+        )
+    except ValueError as error:
+        # datasets refuses to build a split with no rows: here, a piece whose rows were all dropped.
+        if "corresponds to no data" not in str(error):
+            raise
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        return False
+    dataset.save_to_disk(str(piece_dir))
+    del dataset
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    return True
+
+
+def _assemble_split(split: str, piece_dirs: list[Path], split_dir: Path) -> int:
+    """Move the pieces' Arrow files, in order, into one saved ``Dataset`` at ``split_dir``; return its rows.
+
+    ``load_from_disk`` only maps the pieces and ``concatenate_datasets`` checks that their features
+    agree; no page of data is read. ``split_dir`` gets the files ``save_to_disk`` writes: the Arrow
+    shards, ``state.json`` (the first piece's, listing every shard) and ``dataset_info.json``.
+    """
+    pieces = [datasets.load_from_disk(str(piece_dir), keep_in_memory=False) for piece_dir in piece_dirs]
+    dataset = datasets.concatenate_datasets(
+        pieces, info=datasets.DatasetInfo(features=pieces[0].features), split=datasets.NamedSplit(split)
+    )
+    files = [Path(cache_file["filename"]) for piece in pieces for cache_file in piece.cache_files]
+    names = [f"data-{index:05d}-of-{len(files):05d}.arrow" for index in range(len(files))]
+    split_dir.mkdir(parents=True)
+    for file, name in zip(files, names, strict=True):
+        os.replace(file, split_dir / name)
+    state_file = datasets.config.DATASET_STATE_JSON_FILENAME
+    state = json.loads((piece_dirs[0] / state_file).read_text(encoding="utf-8"))
+    state.update(_data_files=[{"filename": name} for name in names], _fingerprint=dataset._fingerprint)
+    (split_dir / state_file).write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
+    dataset.info.write_to_directory(str(split_dir))
+    return len(dataset)
+
+
 def _generate_rows(
     path: str,
     starts: list[int] | tuple[int, ...],
+    stop: int,
     chunk_size: int,
     columns: tuple[tuple[str, str], ...],
-    progress: tuple[str, int] | None,
 ) -> Iterator[dict]:
-    """Yield the rows of ``path`` with finite pixels and redshift, reading ``chunk_size`` rows at a time."""
-    bar = tqdm(total=progress[1], desc=f"{progress[0]}: HDF5 -> Arrow", unit="img") if progress else None
+    """Yield the rows of ``path`` before ``stop`` with finite pixels and redshift, ``chunk_size`` rows at a time."""
     with h5py.File(path, "r") as file:
-        num_rows = file[IMAGE_KEY].shape[0]
         for start in starts:
-            stop = min(start + chunk_size, num_rows)
-            images, values = _read_chunk(file, start, stop, columns)
+            images, values = _read_chunk(file, start, min(start + chunk_size, stop), columns)
             redshift = np.asarray(values[REDSHIFT_KEY], dtype=np.float64)
             keep = np.isfinite(images).all(axis=(1, 2, 3)) & np.isfinite(redshift)
             names = [(_column_name(key), values[key]) for key, _ in columns]
@@ -410,10 +486,6 @@ def _generate_rows(
                 for name, column in names:
                     example[name] = column[row]
                 yield example
-            if bar is not None:
-                bar.update(stop - start)
-    if bar is not None:
-        bar.close()
 
 
 def _read_chunk(
