@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers import ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
@@ -82,6 +83,10 @@ class RedshiftUNet2DModel(UNet2DModel):
             refuses to extrapolate beyond it unless asked to.
         learned_null_redshift: add a learned "no redshift" embedding, used where ``drop_redshift``
             is True; training with redshift dropout makes classifier-free guidance possible.
+        pixel_unshuffle_factor: side ``f`` of the pixel blocks folded into channels before the UNet
+            (``torch.nn.functional.pixel_unshuffle``) and unfolded after it: the network runs on
+            (f*f*in_channels, H/f, W/f), an exact rearrangement that makes it about f*f times cheaper.
+            1 (default) runs at full resolution.
     """
 
     @register_to_config
@@ -120,6 +125,7 @@ class RedshiftUNet2DModel(UNet2DModel):
         redshift_min: float = 0.0,
         redshift_max: float = 4.0,
         learned_null_redshift: bool = False,
+        pixel_unshuffle_factor: int = 1,
     ) -> None:
         if class_embed_type != "identity":
             raise ValueError(
@@ -132,10 +138,16 @@ class RedshiftUNet2DModel(UNet2DModel):
             raise ValueError(
                 f"Need 0 <= redshift_min < redshift_max; got redshift_min={redshift_min}, redshift_max={redshift_max}."
             )
+        factor = pixel_unshuffle_factor
+        sizes = (sample_size,) if isinstance(sample_size, int) else tuple(sample_size or ())
+        if factor < 1 or any(size % factor for size in sizes):
+            raise ValueError(
+                f"pixel_unshuffle_factor must be >= 1 and divide sample_size; got {factor} for {sample_size}."
+            )
         super().__init__(
-            sample_size=sample_size,
-            in_channels=in_channels,
-            out_channels=out_channels,
+            sample_size=_divide_size(sample_size, factor),
+            in_channels=in_channels * factor**2,
+            out_channels=out_channels * factor**2,
             center_input_sample=center_input_sample,
             time_embedding_type=time_embedding_type,
             time_embedding_dim=time_embedding_dim,
@@ -162,6 +174,8 @@ class RedshiftUNet2DModel(UNet2DModel):
             num_class_embeds=None,
             num_train_timesteps=num_train_timesteps,
         )
+        # UNet2DModel registered the folded shapes; the config keeps the image's own.
+        self.register_to_config(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels)
         time_embed_dim = time_embedding_dim or block_out_channels[0] * 4
         self.redshift_proj = Timesteps(redshift_embedding_dim, flip_sin_to_cos, freq_shift)
         self.redshift_embedding = TimestepEmbedding(redshift_embedding_dim, time_embed_dim)
@@ -216,7 +230,24 @@ class RedshiftUNet2DModel(UNet2DModel):
             raise ValueError(
                 f"Got {redshift.shape[0]} redshifts for a batch of {sample.shape[0]} images; give one per image."
             )
-        noise = super().forward(sample, timestep, class_labels=self.embed_redshift(redshift, drop_redshift)).sample
+        factor = self.config.pixel_unshuffle_factor
+        if sample.shape[-1] % factor or sample.shape[-2] % factor:
+            raise ValueError(
+                f"Image sides {tuple(sample.shape[-2:])} must be multiples of pixel_unshuffle_factor={factor}."
+            )
+        folded = F.pixel_unshuffle(sample, factor) if factor > 1 else sample
+        embedding = self.embed_redshift(redshift, drop_redshift)
+        noise = super().forward(folded, timestep, class_labels=embedding).sample
+        noise = F.pixel_shuffle(noise, factor) if factor > 1 else noise
         if not return_dict:
             return (noise,)
         return RedshiftUNet2DOutput(sample=noise)
+
+
+def _divide_size(sample_size: int | tuple[int, int] | None, factor: int) -> int | tuple[int, int] | None:
+    """The sample size seen by the folded network: each side divided by ``factor``."""
+    if sample_size is None:
+        return None
+    if isinstance(sample_size, int):
+        return sample_size // factor
+    return tuple(side // factor for side in sample_size)

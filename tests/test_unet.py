@@ -74,3 +74,28 @@ def test_bad_arguments_raise():
     unet = RedshiftUNet2DModel.from_preset("tiny", sample_size=8)
     with pytest.raises(ValueError, match="one per image"):
         unet(torch.randn(2, 5, 8, 8), 1, torch.tensor([0.1, 0.2, 0.3]))
+
+
+def test_pixel_unshuffle_factor_folds_pixels_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    unet = RedshiftUNet2DModel.from_preset("tiny", sample_size=16, pixel_unshuffle_factor=2).eval()
+    # The network itself sees 4x as many channels at half the side; the config keeps the image's shape.
+    assert unet.conv_in.in_channels == 20 and unet.conv_out.out_channels == 20
+    assert unet.config.in_channels == 5 and unet.config.out_channels == 5 and unet.config.sample_size == 16
+    sample = torch.randn(2, 5, 16, 16)
+    with torch.no_grad():
+        out = unet(sample, 500, torch.tensor([0.3, 2.0])).sample
+    assert out.shape == sample.shape and torch.isfinite(out).all()
+    unet.save_pretrained(tmp_path)
+    loaded = RedshiftUNet2DModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.pixel_unshuffle_factor == 2 and loaded.conv_in.in_channels == 20
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(sample, 500, torch.tensor([0.3, 2.0])).sample, out, rtol=0, atol=1e-5)
+
+
+def test_pixel_unshuffle_factor_must_divide_the_image():
+    with pytest.raises(ValueError, match="pixel_unshuffle_factor"):
+        RedshiftUNet2DModel.from_preset("tiny", sample_size=16, pixel_unshuffle_factor=3)
+    unet = RedshiftUNet2DModel.from_preset("tiny", sample_size=16, pixel_unshuffle_factor=2)
+    with pytest.raises(ValueError, match="multiples of pixel_unshuffle_factor=2"):
+        unet(torch.randn(1, 5, 15, 15), 1, 0.5)
