@@ -14,7 +14,7 @@ import torch
 from galaxiesml_files import write_galaxiesml_splits
 from safetensors.torch import load_file
 
-from galaxy_pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline import GalaxyRedshiftPipeline, paper_scheduler
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
 from galaxy_pipeline.training import trainer
 from galaxy_pipeline.training.config import PRESETS, parse_training_config
@@ -150,6 +150,25 @@ def test_two_gloo_processes_train_and_export_once(dataset_dir, tmp_path):
     assert GalaxyRedshiftPipeline.from_pretrained(tmp_path / "pipeline").unet.config.sample_size == 64
 
 
+def test_min_snr_weighting_downweights_nearly_clean_timesteps():
+    scheduler = paper_scheduler()
+    torch.manual_seed(0)
+    predicted, noise = torch.randn(2, 2, 5, 8, 8)
+    timesteps = torch.tensor([5, 900])
+
+    def loss(*flags: str) -> torch.Tensor:
+        config = parse_training_config(list(flags))
+        return trainer._noise_prediction_loss(predicted, noise, timesteps, scheduler, config)
+
+    torch.testing.assert_close(loss("--snr_gamma", "1e12"), loss())
+    alphas = scheduler.alphas_cumprod[timesteps]
+    snr = alphas / (1 - alphas)
+    assert snr[0] > 5 > snr[1]
+    per_image = torch.nn.functional.huber_loss(predicted, noise, reduction="none").mean(dim=(1, 2, 3))
+    expected = (per_image * torch.stack([5 / snr[0], torch.tensor(1.0)])).mean()
+    torch.testing.assert_close(loss("--snr_gamma", "5"), expected)
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
@@ -157,6 +176,7 @@ def test_two_gloo_processes_train_and_export_once(dataset_dir, tmp_path):
         ("--unet_preset", "huge", "unet_preset='huge'"),
         ("--loss", "l1", "loss='l1'"),
         ("--beta_end", "2", "beta_start < beta_end < 1"),
+        ("--snr_gamma", "0", "snr_gamma=0.0 must be > 0"),
     ],
 )
 def test_bad_config_values_raise(flag, value, message):

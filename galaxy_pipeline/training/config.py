@@ -107,6 +107,10 @@ class TrainingConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     loss: str = field(default="huber", metadata={"help": f"Noise-prediction loss: {LOSSES}."})
+    snr_gamma: float | None = field(
+        default=None,
+        metadata={"help": "Min-SNR loss weighting gamma (e.g. 5); None: unweighted, as in the paper."},
+    )
     use_ema: bool = field(default=True, metadata={"help": "Keep an EMA of the weights; the export uses it."})
     ema_max_decay: float = field(default=0.9999, metadata={"help": "EMA decay after warm-up."})
     ema_inv_gamma: float = field(default=1.0, metadata={"help": "EMA warm-up inverse multiplicative factor."})
@@ -143,6 +147,8 @@ class TrainingConfig:
             problems.append(f"unet_preset={self.unet_preset!r} is not one of {sorted(UNET_PRESETS)}")
         if self.loss not in LOSSES:
             problems.append(f"loss={self.loss!r} is not one of {LOSSES}")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            problems.append(f"snr_gamma={self.snr_gamma} must be > 0 (or None for no weighting)")
         if self.mixed_precision not in MIXED_PRECISIONS:
             problems.append(f"mixed_precision={self.mixed_precision!r} is not one of {MIXED_PRECISIONS}")
         positive = (

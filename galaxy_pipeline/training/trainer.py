@@ -25,7 +25,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 from diffusers import DDIMScheduler
 from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -179,10 +179,7 @@ def train(config: TrainingConfig) -> Path:
                 if config.redshift_dropout > 0:
                     drop = torch.rand(images.shape[0], device=images.device) < config.redshift_dropout
                 predicted = model_forward(noisy_images, timesteps, redshift, drop_redshift=drop).sample
-                if config.loss == "huber":
-                    loss = F.huber_loss(predicted.float(), noise.float())
-                else:
-                    loss = F.mse_loss(predicted.float(), noise.float())
+                loss = _noise_prediction_loss(predicted, noise, timesteps, noise_scheduler, config)
                 nonfinite |= ~torch.isfinite(loss.detach())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -236,6 +233,23 @@ def train(config: TrainingConfig) -> Path:
         url = push_pipeline(pipeline_dir, config.hub_model_id, private=config.hub_private)
         accelerator.print(f"Pushed the pipeline to {url}")
     return pipeline_dir
+
+
+def _noise_prediction_loss(
+    predicted: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, noise_scheduler, config: TrainingConfig
+) -> torch.Tensor:
+    """Huber or MSE between predicted and true noise, per image weighted by Min-SNR-gamma if set.
+
+    Min-SNR (Hang et al. 2023) weights an image noised at timestep t by min(SNR(t), gamma) / SNR(t):
+    nearly-clean timesteps, which dominate the plain loss, count less.
+    """
+    loss_function = F.huber_loss if config.loss == "huber" else F.mse_loss
+    per_pixel = loss_function(predicted.float(), noise.float(), reduction="none")
+    if config.snr_gamma is None:
+        return per_pixel.mean()
+    snr = compute_snr(noise_scheduler, timesteps)
+    weight = snr.clamp(max=config.snr_gamma) / snr
+    return (per_pixel.mean(dim=(1, 2, 3)) * weight).mean()
 
 
 def _random_dihedral(images: torch.Tensor) -> torch.Tensor:
