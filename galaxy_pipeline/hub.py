@@ -84,7 +84,7 @@ def render_model_card(
     repo_id: str,
     report_dir: str | os.PathLike | None = None,
     license: str = "cc-by-4.0",
-    datasets: Sequence[str] = ("GalaxiesML",),
+    datasets: Sequence[str] | None = None,
 ) -> ModelCard:
     """Render the model card of a saved pipeline folder.
 
@@ -96,13 +96,18 @@ def render_model_card(
             PNG figures; its metrics become the evaluation table and its figures are embedded
             from ``figures/``.
         license: license of the weights (GalaxiesML, the training data, is CC BY 4.0).
-        datasets: training datasets listed in the card metadata.
+        datasets: training datasets listed in the card metadata; default from ``training_config.json``
+            (none for a model trained on the GalSim mock, else GalaxiesML).
     """
     model_dir = _check_model_dir(model_dir)
     unet_config = _read_json(model_dir / "unet" / "config.json")
     scheduler_config = _read_json(model_dir / "scheduler" / "scheduler_config.json")
     training_config_path = model_dir / TRAINING_CONFIG_FILE
-    training_rows = _flatten(_read_json(training_config_path)) if training_config_path.is_file() else []
+    training_config = _read_json(training_config_path) if training_config_path.is_file() else None
+    training_rows = _flatten(training_config) if training_config is not None else []
+    training_data = _training_data_sentence(training_config)
+    if datasets is None:
+        datasets = [] if _trained_on_mock(training_config) else ["GalaxiesML"]
     report_dir = _check_report_dir(report_dir) if report_dir is not None else None
     evaluation_tables = report_tables(_read_json(report_dir / REPORT_FILE)) if report_dir else []
     figures = [{"name": path.stem, "path": f"figures/{path.name}"} for path in _figures(report_dir)]
@@ -133,6 +138,7 @@ def render_model_card(
         scheduler_class=scheduler_config.get("_class_name", "unknown"),
         num_train_timesteps=scheduler_config.get("num_train_timesteps", "?"),
         beta_schedule=scheduler_config.get("beta_schedule", "?"),
+        training_data=training_data,
         training_rows=training_rows,
         evaluation_tables=evaluation_tables,
         figures=figures,
@@ -419,6 +425,21 @@ def _count_parameters(unet_dir: Path) -> str:
                     count *= size
                 total += count
     return f"{total / 1e6:.1f} M" if total >= 1e6 else f"{total:,}"
+
+
+def _trained_on_mock(training_config: Mapping | None) -> bool:
+    """Whether a training config says the model was trained on the GalSim mock (no ``dataset_dir``)."""
+    return training_config is not None and "dataset_dir" in training_config and training_config["dataset_dir"] is None
+
+
+def _training_data_sentence(training_config: Mapping | None) -> str:
+    """What the model was trained on, for the card's first paragraph."""
+    if _trained_on_mock(training_config):
+        return (
+            f"the GalSim mock of GalaxiesML made by galaxy_pipeline ({training_config.get('mock_galaxies', '?')} "
+            f"simulated galaxies, seed {training_config.get('seed', '?')}): simulated, not real, galaxies"
+        )
+    return "GalaxiesML (HSC-SSP PDR2 cutouts with spectroscopic redshifts)"
 
 
 def _flatten(config: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -87,7 +87,7 @@ def test_generate_galaxies_in_the_browser(demo_url, tmp_path):
             for _ in range(30):
                 redshift.press("ArrowRight")
             moved = float(redshift_box.input_value())
-            assert moved == pytest.approx(before + 0.30)
+            assert moved == pytest.approx(before + 0.30, abs=0.011)  # snapped to the slider's grid
 
             page.locator("#generate").click()
             images = page.locator("#gallery img")

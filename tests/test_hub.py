@@ -159,10 +159,21 @@ def test_card_has_metadata_range_config_usage_and_evaluation(saved_pipeline, rep
 def test_card_without_training_config_or_report(tmp_path):
     folder = tmp_path / "pipeline"
     make_tiny_pipeline(redshift_max=2.5).save_pretrained(folder)
-    text = hub.render_model_card(folder, REPO).text
+    card = hub.render_model_card(folder, REPO)
+    text = card.text
     assert "0 <= z <= 2.5" in text
     assert "No `training_config.json`" in text
+    assert "trained on\nGalaxiesML (HSC-SSP PDR2" in text and card.data.datasets == ["GalaxiesML"]
     assert "## Evaluation" not in text
+
+
+def test_card_of_a_mock_trained_model_says_so(tmp_path):
+    folder = tmp_path / "pipeline"
+    make_tiny_pipeline().save_pretrained(folder)
+    (folder / "training_config.json").write_text(json.dumps({"dataset_dir": None, "mock_galaxies": 4000, "seed": 0}))
+    card = hub.render_model_card(folder, REPO)
+    assert "GalSim mock of GalaxiesML" in card.text and "4000" in card.text and "not real" in card.text
+    assert not card.data.datasets
 
 
 def test_push_to_a_branch(saved_pipeline, monkeypatch):
