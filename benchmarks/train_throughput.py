@@ -36,11 +36,15 @@ from galaxiesml_files import write_galaxiesml_splits  # noqa: E402
 
 def bare_loop_images_per_second(preset: str, batch_size: int, steps: int, warmup: int, device: str) -> float:
     """Images/s of a minimal DDPM training loop around a stock UNet2DModel of the preset's size."""
-    blocks = {k: v for k, v in UNET_PRESETS[preset].items() if k != "redshift_embedding_dim"}
-    model = UNet2DModel(sample_size=64, in_channels=5, out_channels=5, **blocks).to(device)
+    ours_only = ("redshift_embedding_dim", "pixel_unshuffle_factor")
+    blocks = {k: v for k, v in UNET_PRESETS[preset].items() if k not in ours_only}
+    # A preset that folds f x f pixel blocks into channels runs the stock network on the folded shape.
+    factor = UNET_PRESETS[preset].get("pixel_unshuffle_factor", 1)
+    channels, side = 5 * factor**2, 64 // factor
+    model = UNet2DModel(sample_size=side, in_channels=channels, out_channels=channels, **blocks).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scheduler = paper_scheduler()
-    images = torch.randn(batch_size, 5, 64, 64, device=device)
+    images = torch.randn(batch_size, channels, side, side, device=device)
     for step in range(warmup + steps):
         if step == warmup:
             start = time.perf_counter()
