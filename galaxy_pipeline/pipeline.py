@@ -47,19 +47,26 @@ class GalaxyPipelineOutput(BaseOutput):
     redshifts: np.ndarray
 
 
-def paper_scheduler(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> DDPMScheduler:
+def paper_scheduler(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    prediction_type: str = "epsilon",
+) -> DDPMScheduler:
     """The paper's DDPM noise schedule: linear betas from 1e-4 to 0.02 over 1000 steps by default.
 
     Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (8) in model space (the flux
     transform maps the 99th-percentile training pixel to 2), a loose guard that keeps galaxy
-    cores intact.
+    cores intact. ``prediction_type`` is what the network predicts: ``"epsilon"`` (the noise, as
+    in the paper) or ``"v_prediction"`` (the velocity sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0);
+    every diffusers sampler swapped in with ``from_config`` inherits it.
     """
     return DDPMScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_start=beta_start,
         beta_end=beta_end,
         beta_schedule="linear",
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
         clip_sample=True,
         clip_sample_range=MODEL_SPACE_LIMIT,
     )

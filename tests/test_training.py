@@ -150,15 +150,32 @@ def test_two_gloo_processes_train_and_export_once(dataset_dir, tmp_path):
     assert GalaxyRedshiftPipeline.from_pretrained(tmp_path / "pipeline").unet.config.sample_size == 64
 
 
+def test_v_prediction_trains_against_the_velocity_and_samples(dataset_dir, tmp_path):
+    scheduler = paper_scheduler(prediction_type="v_prediction")
+    torch.manual_seed(0)
+    images, noise = torch.randn(2, 2, 5, 8, 8)
+    timesteps = torch.tensor([5, 900])
+    config = parse_training_config(["--prediction_type", "v_prediction", "--loss", "mse"])
+    velocity = scheduler.get_velocity(images, noise, timesteps)
+    assert trainer._denoising_loss(velocity, images, noise, timesteps, scheduler, config) == 0
+    assert trainer._denoising_loss(noise, images, noise, timesteps, scheduler, config) > 0.1
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2", "--prediction_type", "v_prediction")
+    pipe = GalaxyRedshiftPipeline.from_pretrained(train(parse_training_config(args + ["--snr_gamma", "5"])))
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(z=[0.5], num_inference_steps=2, generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(out.images).all()
+
+
 def test_min_snr_weighting_downweights_nearly_clean_timesteps():
     scheduler = paper_scheduler()
     torch.manual_seed(0)
-    predicted, noise = torch.randn(2, 2, 5, 8, 8)
+    predicted, images, noise = torch.randn(3, 2, 5, 8, 8)
     timesteps = torch.tensor([5, 900])
 
     def loss(*flags: str) -> torch.Tensor:
         config = parse_training_config(list(flags))
-        return trainer._noise_prediction_loss(predicted, noise, timesteps, scheduler, config)
+        return trainer._denoising_loss(predicted, images, noise, timesteps, scheduler, config)
 
     torch.testing.assert_close(loss("--snr_gamma", "1e12"), loss())
     alphas = scheduler.alphas_cumprod[timesteps]
@@ -177,6 +194,7 @@ def test_min_snr_weighting_downweights_nearly_clean_timesteps():
         ("--loss", "l1", "loss='l1'"),
         ("--beta_end", "2", "beta_start < beta_end < 1"),
         ("--snr_gamma", "0", "snr_gamma=0.0 must be > 0"),
+        ("--prediction_type", "sample", "prediction_type='sample'"),
     ],
 )
 def test_bad_config_values_raise(flag, value, message):

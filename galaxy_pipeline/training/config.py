@@ -18,6 +18,7 @@ from transformers import HfArgumentParser
 from galaxy_pipeline.unet import UNET_PRESETS
 
 LOSSES = ("huber", "mse")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
 PRESETS: dict[str, dict] = {
@@ -107,6 +108,10 @@ class TrainingConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
     loss: str = field(default="huber", metadata={"help": f"Noise-prediction loss: {LOSSES}."})
+    prediction_type: str = field(
+        default="epsilon",
+        metadata={"help": f"What the network predicts: {PREDICTION_TYPES} (the paper: epsilon)."},
+    )
     snr_gamma: float | None = field(
         default=None,
         metadata={"help": "Min-SNR loss weighting gamma (e.g. 5); None: unweighted, as in the paper."},
@@ -147,6 +152,8 @@ class TrainingConfig:
             problems.append(f"unet_preset={self.unet_preset!r} is not one of {sorted(UNET_PRESETS)}")
         if self.loss not in LOSSES:
             problems.append(f"loss={self.loss!r} is not one of {LOSSES}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            problems.append(f"prediction_type={self.prediction_type!r} is not one of {PREDICTION_TYPES}")
         if self.snr_gamma is not None and not self.snr_gamma > 0:
             problems.append(f"snr_gamma={self.snr_gamma} must be > 0 (or None for no weighting)")
         if self.mixed_precision not in MIXED_PRECISIONS:

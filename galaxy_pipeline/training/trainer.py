@@ -98,7 +98,9 @@ def train(config: TrainingConfig) -> Path:
     )
     if config.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
-    noise_scheduler = paper_scheduler(config.num_train_timesteps, config.beta_start, config.beta_end)
+    noise_scheduler = paper_scheduler(
+        config.num_train_timesteps, config.beta_start, config.beta_end, prediction_type=config.prediction_type
+    )
     ema = None
     if config.use_ema:
         ema = EMAModel(
@@ -179,7 +181,7 @@ def train(config: TrainingConfig) -> Path:
                 if config.redshift_dropout > 0:
                     drop = torch.rand(images.shape[0], device=images.device) < config.redshift_dropout
                 predicted = model_forward(noisy_images, timesteps, redshift, drop_redshift=drop).sample
-                loss = _noise_prediction_loss(predicted, noise, timesteps, noise_scheduler, config)
+                loss = _denoising_loss(predicted, images, noise, timesteps, noise_scheduler, config)
                 nonfinite |= ~torch.isfinite(loss.detach())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
@@ -235,20 +237,31 @@ def train(config: TrainingConfig) -> Path:
     return pipeline_dir
 
 
-def _noise_prediction_loss(
-    predicted: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, noise_scheduler, config: TrainingConfig
+def _denoising_loss(
+    predicted: torch.Tensor,
+    images: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    noise_scheduler,
+    config: TrainingConfig,
 ) -> torch.Tensor:
-    """Huber or MSE between predicted and true noise, per image weighted by Min-SNR-gamma if set.
+    """Huber or MSE between the network output and its target, per image weighted by Min-SNR-gamma if set.
 
-    Min-SNR (Hang et al. 2023) weights an image noised at timestep t by min(SNR(t), gamma) / SNR(t):
-    nearly-clean timesteps, which dominate the plain loss, count less.
+    The target is the noise (``epsilon``) or the velocity (``v_prediction``, diffusers' ``get_velocity``).
+    Min-SNR (Hang et al. 2023) weights an image noised at timestep t by min(SNR(t), gamma) / SNR(t) for
+    noise targets and min(SNR(t), gamma) / (SNR(t) + 1) for velocity targets: nearly-clean timesteps,
+    which dominate the plain loss, count less.
     """
+    if config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(images, noise, timesteps)
+    else:
+        target = noise
     loss_function = F.huber_loss if config.loss == "huber" else F.mse_loss
-    per_pixel = loss_function(predicted.float(), noise.float(), reduction="none")
+    per_pixel = loss_function(predicted.float(), target.float(), reduction="none")
     if config.snr_gamma is None:
         return per_pixel.mean()
     snr = compute_snr(noise_scheduler, timesteps)
-    weight = snr.clamp(max=config.snr_gamma) / snr
+    weight = snr.clamp(max=config.snr_gamma) / (snr + 1 if config.prediction_type == "v_prediction" else snr)
     return (per_pixel.mean(dim=(1, 2, 3)) * weight).mean()
 
 
