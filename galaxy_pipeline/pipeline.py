@@ -22,7 +22,6 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
-from huggingface_hub import snapshot_download
 from PIL import Image
 
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT, FluxTransform
@@ -30,7 +29,6 @@ from galaxy_pipeline.unet import RedshiftUNet2DModel
 from galaxy_pipeline.visualization import to_pil
 
 OUTPUT_TYPES = ("np", "pt", "model", "pil")
-_NOT_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "checkpoint-*/*", "logs/*"]
 
 
 @dataclass
@@ -100,22 +98,22 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
     ) -> GalaxyRedshiftPipeline:
         """Load from a local pipeline folder or a Hugging Face Hub id (``user/repo``).
 
-        Hub ids are first resolved to a local snapshot with ``huggingface_hub.snapshot_download``
-        (``revision``, ``token``, ``cache_dir`` and ``local_files_only`` are passed on), because
-        diffusers cannot resolve custom components from Hub ids directly. Only safetensors
-        weights are read. Other keyword arguments (``dtype``, ...) go to diffusers.
+        Hub ids are first resolved to a local snapshot by :func:`galaxy_pipeline.hub.resolve_model`
+        (``huggingface_hub.snapshot_download``; ``revision``, ``token``, ``cache_dir`` and
+        ``local_files_only`` are passed on), because diffusers cannot resolve custom components from
+        Hub ids directly. Only safetensors weights are read. Other keyword arguments (``dtype``, ...)
+        go to diffusers.
         """
-        path = os.fspath(pretrained_model_name_or_path)
-        if not os.path.isdir(path):
-            path = snapshot_download(
-                path,
-                revision=revision,
-                token=token,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-                ignore_patterns=_NOT_WEIGHTS,
-            )
-        return super().from_pretrained(path, use_safetensors=True, local_files_only=True, **kwargs)
+        from galaxy_pipeline.hub import resolve_model
+
+        source = resolve_model(
+            pretrained_model_name_or_path,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+        return super().from_pretrained(source.local_dir, use_safetensors=True, local_files_only=True, **kwargs)
 
     @property
     def redshift_range(self) -> tuple[float, float]:

@@ -272,7 +272,6 @@ def test_download_passes_revision_token_cache_and_offline_flag(saved_pipeline, t
         return str(snapshot)
 
     monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
-    monkeypatch.setattr("galaxy_pipeline.pipeline.snapshot_download", fake_snapshot_download)
     expected = {"revision": "v1.0", "token": SECRET, "cache_dir": tmp_path / "c", "local_files_only": True}
 
     pipe, source = hub.load_pipeline(REPO, **expected)

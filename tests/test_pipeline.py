@@ -16,8 +16,7 @@ from conftest import make_tiny_pipeline
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
-from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel
-from galaxy_pipeline import pipeline as pipeline_module
+from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, hub
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT
 
 STEPS = 5
@@ -164,7 +163,7 @@ def test_extrapolation_allowed_on_request_with_warning(tiny_pipeline):
 
 def test_hub_id_resolves_through_snapshot_download(tiny_pipeline, tmp_path):
     tiny_pipeline.save_pretrained(tmp_path / "snapshot")
-    with mock.patch.object(pipeline_module, "snapshot_download", return_value=str(tmp_path / "snapshot")) as download:
+    with mock.patch.object(hub, "snapshot_download", return_value=str(tmp_path / "snapshot")) as download:
         loaded = GalaxyRedshiftPipeline.from_pretrained(
             "user/galaxies", revision="v1", token="hf_secret", cache_dir=tmp_path / "cache", local_files_only=True
         )
