@@ -18,6 +18,7 @@ from PIL import Image
 
 from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, hub
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT
+from galaxy_pipeline.pipeline import DEFAULT_BATCH_SIZE
 
 STEPS = 5
 
@@ -250,3 +251,18 @@ def test_sweep_shares_noise_across_redshifts(tiny_pipeline):
     assert not np.allclose(images[0], images[2])  # same noise, other z
     assert not np.allclose(images[0], images[3])  # other noise draw
     assert isinstance(tiny_pipeline.scheduler, DDPMScheduler)  # the stochastic scheduler is restored
+
+
+def test_long_redshift_lists_are_denoised_in_bounded_batches(monkeypatch):
+    pipe = make_tiny_pipeline(sample_size=8)
+    batch_sizes = []
+    denoise = pipe._denoise
+
+    def recording_denoise(noise, *args):
+        batch_sizes.append(noise.shape[0])
+        return denoise(noise, *args)
+
+    monkeypatch.setattr(pipe, "_denoise", recording_denoise)
+    out = pipe(z=np.linspace(0.1, 3.0, DEFAULT_BATCH_SIZE + 10), num_inference_steps=1, output_type="model")
+    assert batch_sizes == [DEFAULT_BATCH_SIZE, 10]
+    assert out.images.shape == (DEFAULT_BATCH_SIZE + 10, 5, 8, 8) and np.isfinite(out.images).all()
