@@ -79,20 +79,23 @@ class FluxTransform(ImageProcessingMixin):
         return len(self.band_names)
 
     def forward(self, flux: ArrayT) -> ArrayT:
-        """Map fluxes (..., bands, H, W) to model space; same type, dtype and device as the input."""
+        """Map fluxes (..., bands, H, W) to model space; same type, dtype and device as the input.
+
+        Computed in float64 for float64 input and in float32 otherwise (relative error ~1e-7).
+        """
         self._check(flux, "flux")
         softening, scale = self._parameters(flux)
         if isinstance(flux, torch.Tensor):
-            return (torch.asinh(flux.double() / softening) / scale).to(flux.dtype)
-        return (np.arcsinh(flux.astype(np.float64) / softening) / scale).astype(flux.dtype)
+            return (torch.asinh(flux.to(softening.dtype) / softening) / scale).to(flux.dtype)
+        return (np.arcsinh(flux.astype(softening.dtype) / softening) / scale).astype(flux.dtype)
 
     def inverse(self, model_values: ArrayT) -> ArrayT:
         """Map model-space images (..., bands, H, W) back to fluxes; exact inverse of :meth:`forward`."""
         self._check(model_values, "model-space values")
         softening, scale = self._parameters(model_values)
         if isinstance(model_values, torch.Tensor):
-            return (softening * torch.sinh(model_values.double() * scale)).to(model_values.dtype)
-        return (softening * np.sinh(model_values.astype(np.float64) * scale)).astype(model_values.dtype)
+            return (softening * torch.sinh(model_values.to(softening.dtype) * scale)).to(model_values.dtype)
+        return (softening * np.sinh(model_values.astype(softening.dtype) * scale)).astype(model_values.dtype)
 
     __call__ = forward
 
@@ -159,13 +162,16 @@ class FluxTransform(ImageProcessingMixin):
         return cls(softening=softening, scale=scale, band_names=band_names)
 
     def _parameters(self, like: np.ndarray | torch.Tensor):
+        """Softening and scale shaped (bands, 1, 1), in the precision of ``like`` (at least float32)."""
         shape = (self.num_bands, 1, 1)
         if isinstance(like, torch.Tensor):
+            dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
             return tuple(
-                torch.tensor(values, dtype=torch.float64, device=like.device).reshape(shape)
+                torch.tensor(values, dtype=dtype, device=like.device).reshape(shape)
                 for values in (self.softening, self.scale)
             )
-        return np.reshape(self.softening, shape), np.reshape(self.scale, shape)
+        dtype = np.float64 if like.dtype == np.float64 else np.float32
+        return tuple(np.reshape(values, shape).astype(dtype) for values in (self.softening, self.scale))
 
     def _check(self, values: np.ndarray | torch.Tensor, what: str) -> None:
         if values.ndim < 3 or values.shape[-3] != self.num_bands:
