@@ -167,6 +167,21 @@ def test_v_prediction_trains_against_the_velocity_and_samples(dataset_dir, tmp_p
     assert np.isfinite(out.images).all()
 
 
+def test_cpu_threads_are_shared_among_local_processes(dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert trainer.cpu_threads_per_process() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert trainer.cpu_threads_per_process() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    threads = torch.get_num_threads()
+    try:
+        train(parse_training_config(tiny_args(dataset_dir, tmp_path, "--max_train_steps", "1", "--cpu_threads", "3")))
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_min_snr_weighting_downweights_nearly_clean_timesteps():
     scheduler = paper_scheduler()
     torch.manual_seed(0)
@@ -195,6 +210,7 @@ def test_min_snr_weighting_downweights_nearly_clean_timesteps():
         ("--beta_end", "2", "beta_start < beta_end < 1"),
         ("--snr_gamma", "0", "snr_gamma=0.0 must be > 0"),
         ("--prediction_type", "sample", "prediction_type='sample'"),
+        ("--cpu_threads", "0", "cpu_threads=0 must be >= 1"),
     ],
 )
 def test_bad_config_values_raise(flag, value, message):

@@ -66,6 +66,8 @@ def train(config: TrainingConfig) -> Path:
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if accelerator.device.type == "cpu":
+        torch.set_num_threads(config.cpu_threads or cpu_threads_per_process())
     if config.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -235,6 +237,13 @@ def train(config: TrainingConfig) -> Path:
         url = push_pipeline(pipeline_dir, config.hub_model_id, private=config.hub_private)
         accelerator.print(f"Pushed the pipeline to {url}")
     return pipeline_dir
+
+
+def cpu_threads_per_process() -> int:
+    """CPUs this process may use, shared evenly among the training processes on this machine."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, available // max(1, local_processes))
 
 
 def _denoising_loss(
