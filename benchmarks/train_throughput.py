@@ -60,7 +60,9 @@ def bare_loop_images_per_second(preset: str, batch_size: int, steps: int, warmup
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def our_loop_images_per_second(preset: str, batch_size: int, steps: int, logging_steps: int, workdir: Path) -> float:
+def our_loop_images_per_second(
+    preset: str, batch_size: int, steps: int, logging_steps: int, workdir: Path, num_workers: int = 0
+) -> float:
     """Mean logged images/s of the full training loop, excluding the first logging window."""
     files = write_galaxiesml_splits(workdir / "hdf5", sizes=(max(256, 4 * batch_size), 16, 16))
     convert_galaxiesml(files, workdir / "dataset", progress=False)
@@ -68,7 +70,7 @@ def our_loop_images_per_second(preset: str, batch_size: int, steps: int, logging
         "--dataset_dir", str(workdir / "dataset"), "--output_dir", str(workdir / "run"),
         "--unet_preset", preset, "--train_batch_size", str(batch_size), "--max_train_steps", str(steps),
         "--logging_steps", str(logging_steps), "--checkpointing_steps", str(10 * steps),
-        "--sample_every_steps", "0", "--flux_fit_images", "64",
+        "--sample_every_steps", "0", "--flux_fit_images", "64", "--dataloader_num_workers", str(num_workers),
     ]  # fmt: skip
     train(parse_training_config(args))
     events = EventAccumulator(str(next((workdir / "run" / "logs").rglob("events.out.tfevents*")).parent))
@@ -83,13 +85,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--logging-steps", type=int, default=10)
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes of our loop")
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as workdir:
-        ours = our_loop_images_per_second(args.preset, args.batch_size, args.steps, args.logging_steps, Path(workdir))
+        ours = our_loop_images_per_second(
+            args.preset, args.batch_size, args.steps, args.logging_steps, Path(workdir), args.num_workers
+        )
     bare = bare_loop_images_per_second(args.preset, args.batch_size, args.steps - args.logging_steps,
                                        args.logging_steps, device)  # fmt: skip
-    print(f"device: {device} ({torch.get_num_threads()} threads), preset {args.preset}, batch {args.batch_size}")
+    print(
+        f"device: {device} ({torch.get_num_threads()} threads), preset {args.preset}, batch {args.batch_size}, "
+        f"{args.num_workers} loader workers"
+    )
     print(f"bare UNet2DModel loop: {bare:8.2f} images/s")
     print(f"galaxy_pipeline train: {ours:8.2f} images/s")
     print(f"ratio ours/bare:       {ours / bare:8.3f}  (target >= 0.95)")
