@@ -111,6 +111,7 @@ def train(config: TrainingConfig) -> Path:
             use_ema_warmup=True,
             inv_gamma=config.ema_inv_gamma,
             power=config.ema_power,
+            foreach=True,
             model_cls=RedshiftUNet2DModel,
             model_config=unet.config,
         )
@@ -124,6 +125,7 @@ def train(config: TrainingConfig) -> Path:
         weight_decay=config.adam_weight_decay,
         eps=config.adam_epsilon,
         fused=torch.cuda.is_available(),
+        foreach=not torch.cuda.is_available(),  # one multi-tensor update on CPU; fused kernels on CUDA
     )
     lr_scheduler = get_scheduler(
         config.lr_scheduler,
