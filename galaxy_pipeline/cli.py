@@ -272,7 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--n", type=int, default=8, help="galaxies per redshift (default 8)")
     generate.add_argument("--seed", type=int, default=0, help="base seed; image k uses seed + k (default 0)")
     generate.add_argument(
-        "--scheduler", choices=("ddpm", "ddim", "dpm", "unipc"), default=None, help="sampler (default: trained DDPM)"
+        "--scheduler",
+        choices=("ddpm", "ddim", "dpm", "unipc"),
+        default=None,
+        help="sampler (default: the trained DDPM; recommended: ddim with --steps 50, see README)",
     )
     generate.add_argument(
         "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
@@ -303,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", help="split of --data to compare with (default test)")
     evaluate.add_argument("--n", type=int, default=None, help="use the first N rows of the split (default all)")
     evaluate.add_argument(
-        "--scheduler", choices=("ddpm", "ddim", "dpm", "unipc"), default=None, help="sampler (default: trained DDPM)"
+        "--scheduler",
+        choices=("ddpm", "ddim", "dpm", "unipc"),
+        default=None,
+        help="sampler (default: the trained DDPM; recommended: ddim with --steps 50, see README)",
     )
     evaluate.add_argument(
         "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
