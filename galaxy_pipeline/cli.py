@@ -73,7 +73,14 @@ def run_generate(args: argparse.Namespace) -> int:
     bad = [z for z in args.z if not 0 <= z < float("inf")]
     if bad:
         raise ValueError(f"--z must be finite redshifts >= 0; got {bad}.")
-    pipe, source = load_pipeline(args.model, revision=args.revision, device=args.device, dtype=args.dtype)
+    pipe, source = load_pipeline(
+        args.model,
+        revision=args.revision,
+        device=args.device,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        compile_unet=args.compile,
+    )
     manifest = generate_to_files(
         pipe,
         args.z,
@@ -286,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
     generate.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights dtype")
+    generate.add_argument("--channels-last", action="store_true", help="channels_last UNet weights (GPU speed-up)")
+    generate.add_argument("--compile", action="store_true", help="torch.compile the UNet (long runs; compiles first)")
     generate.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     generate.add_argument(
         "--allow-extrapolation", action="store_true", help="generate outside the trained redshift range"

@@ -168,3 +168,25 @@ def test_cli_missing_model_folder_exits_2(tmp_path, capsys):
     assert main(["generate", "--model", str(missing), "--z", "0.5", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert str(missing) in err and err.count("\n") == 1
+
+
+def test_channels_last_and_compile_options(model_dir, monkeypatch):
+    from galaxy_pipeline.hub import load_pipeline
+
+    plain, _ = load_pipeline(model_dir)
+    fast, _ = load_pipeline(model_dir, channels_last=True)
+    assert fast.unet.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not plain.unet.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    for pipe in (plain, fast):
+        pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(z=[0.3, 1.0], num_inference_steps=2, output_type="model")
+    np.testing.assert_allclose(
+        fast(**kwargs, generator=[torch.Generator().manual_seed(k) for k in range(2)]).images,
+        plain(**kwargs, generator=[torch.Generator().manual_seed(k) for k in range(2)]).images,
+        rtol=1e-4,
+        atol=1e-4,
+    )
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    pipe, _ = load_pipeline(model_dir, compile_unet=True)
+    assert compiled == [pipe.unet]
