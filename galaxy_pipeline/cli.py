@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from galaxy_pipeline import __version__
+from galaxy_pipeline.schedulers import SCHEDULER_NAMES
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
 
@@ -211,6 +212,19 @@ def run_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--steps``, shared by the commands that sample."""
+    parser.add_argument(
+        "--scheduler",
+        choices=SCHEDULER_NAMES,
+        default=None,
+        help="sampler (default: the trained DDPM; recommended: ddim with --steps 50, see README)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every ``galaxy-pipeline`` command."""
     parser = argparse.ArgumentParser(
@@ -278,15 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--z", type=float, nargs="+", required=True, help="redshift(s) to generate at")
     generate.add_argument("--n", type=int, default=8, help="galaxies per redshift (default 8)")
     generate.add_argument("--seed", type=int, default=0, help="base seed; image k uses seed + k (default 0)")
-    generate.add_argument(
-        "--scheduler",
-        choices=("ddpm", "ddim", "dpm", "unipc"),
-        default=None,
-        help="sampler (default: the trained DDPM; recommended: ddim with --steps 50, see README)",
-    )
-    generate.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
-    )
+    _add_sampler_arguments(generate)
     generate.add_argument("--out", required=True, help="output folder")
     generate.add_argument(
         "--format", nargs="+", choices=("fits", "png", "npy"), default=["fits"], help="file formats (default fits)"
@@ -314,15 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="converted dataset folder (galaxy-pipeline data convert)")
     evaluate.add_argument("--split", default="test", help="split of --data to compare with (default test)")
     evaluate.add_argument("--n", type=int, default=None, help="use the first N rows of the split (default all)")
-    evaluate.add_argument(
-        "--scheduler",
-        choices=("ddpm", "ddim", "dpm", "unipc"),
-        default=None,
-        help="sampler (default: the trained DDPM; recommended: ddim with --steps 50, see README)",
-    )
-    evaluate.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
-    )
+    _add_sampler_arguments(evaluate)
     evaluate.add_argument(
         "--guidance-scale", type=float, default=1.0, help="classifier-free guidance on redshift (default 1: none)"
     )
