@@ -15,6 +15,7 @@ from galaxy_pipeline.data.loading import (
     fit_flux_transform,
     load_split,
     make_dataloader,
+    transformed_split_gigabytes,
 )
 from galaxy_pipeline.normalization import FluxTransform
 
@@ -144,3 +145,24 @@ def test_fit_flux_transform_finds_the_sky_noise(train):
     assert again.softening == fitted.softening and again.scale == fitted.scale
     subset = fit_flux_transform(train, max_images=8, seed=1)
     assert subset.softening != fitted.softening
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_in_memory_loader_gives_the_same_batches_without_reading_the_split(train, flux_transform, monkeypatch, augment):
+    def batches(in_memory):
+        loader = make_dataloader(train, flux_transform, batch_size=8, seed=2, augment=augment, in_memory=in_memory)
+        return list(loader)
+
+    from_split = batches(in_memory=False)
+    reads = []
+    read = GalaxyImageDataset._read
+    monkeypatch.setattr(GalaxyImageDataset, "_read", lambda self, idx: reads.append(len(idx)) or read(self, idx))
+    from_memory = batches(in_memory=True)
+    assert reads == [len(train)], "the in-memory split must be read once, at construction, and never per batch"
+    assert len(from_memory) == len(from_split) == len(train) // 8
+    for a, b in zip(from_split, from_memory, strict=True):
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["redshifts"], b["redshifts"])
+
+
+def test_transformed_split_gigabytes_is_the_float32_size(train):
+    assert transformed_split_gigabytes(train) == pytest.approx(len(train) * 5 * 64 * 64 * 4 / 1e9)

@@ -6,9 +6,11 @@
     >>> batch = next(iter(loader))      # {"images": (64, 5, 64, 64) model space, "redshifts": (64,)}
 
 Rows are read in batches through ``datasets``' numpy formatting (one Arrow ``take`` per batch),
-never pixel by pixel. Augmentation is limited to the 8 symmetries of the square (flips and
-90-degree rotations): they move pixels without resampling them, so fluxes, noise and the PSF
-stay exactly as observed.
+never pixel by pixel. A split small enough for memory can instead be read and transformed once
+(``in_memory=True``): batches are then slices of one tensor, and reading costs nothing per step.
+
+Augmentation is limited to the 8 symmetries of the square (flips and 90-degree rotations): they
+move pixels without resampling them, so fluxes, noise and the PSF stay exactly as observed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import datasets
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, get_worker_info
+from tqdm.auto import tqdm
 
 from galaxy_pipeline.data.galaxiesml import REDSHIFT_COLUMN
 from galaxy_pipeline.data.schema import IMAGE_KEY
@@ -27,6 +30,8 @@ from galaxy_pipeline.hsc import BANDS
 from galaxy_pipeline.normalization import FluxTransform
 
 _CONVERT_HINT = "create it with `galaxy-pipeline data convert --train FILE.hdf5 --out DIR`"
+
+_CACHE_CHUNK_ROWS = 256
 
 NUM_DIHEDRAL_TRANSFORMS = 8
 """Flips and 90-degree rotations of a square image: rotations k = 0-3, then the same after a flip."""
@@ -101,10 +106,17 @@ class GalaxyImageDataset(torch.utils.data.Dataset):
         augment: apply a random flip / 90-degree rotation (one of the 8 dihedral transforms) to each image.
         seed: seed of the augmentation draws. In DataLoader workers the draws are reseeded from the
             worker seed, which the DataLoader's own generator makes reproducible.
+        in_memory: read and transform the whole split once, now, into one float32 tensor of
+            ``len(split) x bands x H x W x 4`` bytes (see :func:`transformed_split_gigabytes`).
     """
 
     def __init__(
-        self, split: datasets.Dataset, flux_transform: FluxTransform, augment: bool = False, seed: int = 0
+        self,
+        split: datasets.Dataset,
+        flux_transform: FluxTransform,
+        augment: bool = False,
+        seed: int = 0,
+        in_memory: bool = False,
     ) -> None:
         check_split(split)
         if flux_transform.num_bands != split.features[IMAGE_KEY].shape[0]:
@@ -119,6 +131,9 @@ class GalaxyImageDataset(torch.utils.data.Dataset):
         self._rows = split.select_columns([IMAGE_KEY, REDSHIFT_COLUMN]).with_format("numpy")
         self._rng = np.random.default_rng(seed)
         self._worker_seed: int | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        if in_memory:
+            self._cache = self._read_all()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -127,14 +142,31 @@ class GalaxyImageDataset(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
-        """Read ``indices`` in one batched Arrow read; transform and (optionally) augment them."""
-        rows = self._rows[list(indices)]
-        images = torch.from_numpy(self.flux_transform.forward(np.asarray(rows[IMAGE_KEY], dtype=np.float32)))
-        redshifts = torch.from_numpy(np.asarray(rows[REDSHIFT_COLUMN], dtype=np.float32))
+        """Read ``indices`` (one batched Arrow read, or the memory cache); transform and (optionally) augment them."""
+        if self._cache is None:
+            images, redshifts = self._read(indices)
+        else:
+            selected = torch.as_tensor(list(indices), dtype=torch.long)
+            images, redshifts = self._cache[0][selected], self._cache[1][selected]
         if self.augment:
             ks = self._augmentation_rng().integers(0, NUM_DIHEDRAL_TRANSFORMS, size=len(images))
             images = torch.stack([dihedral_transform(image, int(k)) for image, k in zip(images, ks, strict=True)])
         return [{"images": image, "redshifts": z} for image, z in zip(images, redshifts, strict=True)]
+
+    def _read(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model-space images (N, bands, H, W) and redshifts (N,) of ``indices``, read from the split."""
+        rows = self._rows[list(indices)]
+        images = torch.from_numpy(self.flux_transform.forward(np.asarray(rows[IMAGE_KEY], dtype=np.float32)))
+        return images, torch.from_numpy(np.asarray(rows[REDSHIFT_COLUMN], dtype=np.float32))
+
+    def _read_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole split in model space, read in chunks into preallocated tensors."""
+        images = torch.empty((len(self), *self.split.features[IMAGE_KEY].shape), dtype=torch.float32)
+        redshifts = torch.empty(len(self), dtype=torch.float32)
+        for start in tqdm(range(0, len(self), _CACHE_CHUNK_ROWS), desc="Reading split into memory", leave=False):
+            stop = min(start + _CACHE_CHUNK_ROWS, len(self))
+            images[start:stop], redshifts[start:stop] = self._read(range(start, stop))
+        return images, redshifts
 
     def _augmentation_rng(self) -> np.random.Generator:
         worker = get_worker_info()
@@ -142,6 +174,12 @@ class GalaxyImageDataset(torch.utils.data.Dataset):
             self._worker_seed = worker.seed
             self._rng = np.random.default_rng([self.seed, worker.seed])
         return self._rng
+
+
+def transformed_split_gigabytes(split: datasets.Dataset) -> float:
+    """Memory (GB, 1e9 bytes) that ``split``'s images take as float32 tensors: the size of an in-memory cache."""
+    check_split(split)
+    return len(split) * int(np.prod(split.features[IMAGE_KEY].shape)) * 4 / 1e9
 
 
 def fit_flux_transform(
@@ -177,6 +215,7 @@ def make_dataloader(
     num_workers: int = 0,
     seed: int = 0,
     drop_last: bool = True,
+    in_memory: bool = False,
 ) -> DataLoader:
     """A plain, seeded ``DataLoader`` of ``{"images": (B, 5, H, W), "redshifts": (B,)}`` batches.
 
@@ -192,6 +231,7 @@ def make_dataloader(
         num_workers: DataLoader worker processes (0: read in the main process).
         seed: seed of the shuffle order and the augmentation.
         drop_last: drop the last incomplete batch.
+        in_memory: read and transform the split once into memory (see :class:`GalaxyImageDataset`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
@@ -200,7 +240,7 @@ def make_dataloader(
             f"The split has {len(split)} rows, fewer than batch_size={batch_size} with drop_last=True: "
             "no batch would be produced; lower the batch size."
         )
-    dataset = GalaxyImageDataset(split, flux_transform, augment=augment, seed=seed)
+    dataset = GalaxyImageDataset(split, flux_transform, augment=augment, seed=seed, in_memory=in_memory)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

@@ -35,6 +35,7 @@ from galaxy_pipeline.data.loading import (
     fit_flux_transform,
     load_split,
     make_dataloader,
+    transformed_split_gigabytes,
 )
 from galaxy_pipeline.data.mock_dataset import ensure_mock_dataset
 from galaxy_pipeline.data.schema import REDSHIFT_RANGE
@@ -89,6 +90,7 @@ def train(config: TrainingConfig) -> Path:
         augment=False,
         num_workers=config.dataloader_num_workers,
         seed=config.seed,
+        in_memory=transformed_split_gigabytes(split) <= config.dataset_in_memory_gb,
     )
 
     # Model, noise schedule, EMA.
