@@ -38,7 +38,7 @@ from galaxiesml_files import write_galaxiesml_splits  # noqa: E402
 
 def bare_loop_images_per_second(preset: str, batch_size: int, steps: int, warmup: int, device: str) -> float:
     """Images/s of a minimal DDPM training loop around a stock UNet2DModel of the preset's size."""
-    ours_only = ("redshift_embedding_dim", "pixel_unshuffle_factor")
+    ours_only = ("redshift_embedding_dim", "redshift_scale", "pixel_unshuffle_factor")
     blocks = {k: v for k, v in UNET_PRESETS[preset].items() if k not in ours_only}
     # A preset that folds f x f pixel blocks into channels runs the stock network on the folded shape.
     factor = UNET_PRESETS[preset].get("pixel_unshuffle_factor", 1)
