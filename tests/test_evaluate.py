@@ -233,6 +233,14 @@ def test_markdown_marks_a_failed_spearman_check(evaluated):
     assert "**PASS**" in render_markdown(report)
 
 
+def test_markdown_names_the_guidance_scale_of_a_guided_run(evaluated):
+    report = json.loads(json.dumps(evaluated[0]))
+    report["model"]["guidance_scale"] = 1.0
+    assert "guidance" not in render_markdown(report).split("\n")[2]
+    report["model"]["guidance_scale"] = 1.5
+    assert "classifier-free guidance scale 1.5" in render_markdown(report).split("\n")[2]
+
+
 @pytest.mark.filterwarnings("ignore:.*model-space range")  # a random network diverges
 def test_make_scheduler_shares_the_noise_schedule(pipe, tiny_pipeline):
     expected = {

@@ -54,7 +54,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "# Evaluation report",
         "",
         f"Model `{model.get('id') or 'unnamed'}`, sampler {model['scheduler']} with "
-        f"{model['num_inference_steps']} steps; {counts['n_real']} real galaxies of `{data.get('id') or 'the split'}` "
+        f"{model['num_inference_steps']} steps{_guidance_text(model)}; "
+        f"{counts['n_real']} real galaxies of `{data.get('id') or 'the split'}` "
         f"(z = {_number(data['redshift_min'])} to {_number(data['redshift_max'])}) and one generated galaxy per real "
         f"redshift (seed {settings['seed']}).",
         "",
@@ -187,3 +188,9 @@ def _rate(summary: Mapping[str, Any], key: str) -> str:
     if summary[key] is None:
         return "n/a"
     return f"{summary[key]:.1%} [{summary[f'{key}_ci_low']:.1%}, {summary[f'{key}_ci_high']:.1%}]"
+
+
+def _guidance_text(model: dict) -> str:
+    """ ", classifier-free guidance scale g" for a guided run; empty for plain sampling (g = 1 or absent)."""
+    scale = model.get("guidance_scale", 1.0)
+    return "" if scale == 1.0 else f", classifier-free guidance scale {_number(scale)}"
