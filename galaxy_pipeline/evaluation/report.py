@@ -191,6 +191,6 @@ def _rate(summary: Mapping[str, Any], key: str) -> str:
 
 
 def _guidance_text(model: dict) -> str:
-    """ ", classifier-free guidance scale g" for a guided run; empty for plain sampling (g = 1 or absent)."""
+    """The clause naming the guidance scale g of a guided run; empty for plain sampling (g = 1 or absent)."""
     scale = model.get("guidance_scale", 1.0)
     return "" if scale == 1.0 else f", classifier-free guidance scale {_number(scale)}"
