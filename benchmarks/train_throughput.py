@@ -126,10 +126,12 @@ def main() -> None:
         for repeat in range(args.repeats):
             # Alternate the order so that a machine slowing down or speeding up does not favour either loop.
             if repeat % 2 == 0:
-                pairs.append((ours(repeat), bare()))
+                ours_rate = ours(repeat)
+                bare_rate = bare()
             else:
                 bare_rate = bare()
-                pairs.append((ours(repeat), bare_rate))
+                ours_rate = ours(repeat)
+            pairs.append((ours_rate, bare_rate))
     print(
         f"device: {device} ({torch.get_num_threads()} threads), preset {args.preset}, batch {args.batch_size}, "
         f"{args.num_workers} loader workers, split in memory up to {args.dataset_in_memory_gb} GB"
