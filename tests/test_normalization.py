@@ -1,10 +1,13 @@
 """FluxTransform: exact inversion, fitting from streamed data, clear errors, persistence."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from galaxy_pipeline import FluxTransform
+from galaxy_pipeline import FluxTransform, GalaxyRedshiftPipeline
+from galaxy_pipeline.normalization import colour_basis_mixing
 
 
 def heavy_tailed_fluxes(rng: np.random.Generator, n: int = 16, size: int = 32) -> np.ndarray:
@@ -74,3 +77,58 @@ def test_save_and_load_preserve_parameters_exactly(tmp_path):
     assert loaded.softening == transform.softening
     assert loaded.scale == transform.scale
     assert loaded.band_names == ["g", "r", "i", "z", "y"]
+
+
+LEGACY_PREPROCESSOR_CONFIG = (
+    '{"band_names": ["g", "r", "i", "z", "y"], "image_processor_type": "FluxTransform", '
+    '"scale": [1.5, 1.6, 1.7, 1.8, 1.9], "softening": [0.1, 0.2, 0.3, 0.4, 0.5]}'
+)
+"""``flux_transform/preprocessor_config.json`` byte for byte as releases up to 0.1.0 wrote it (transformers)."""
+
+
+def test_a_folder_saved_by_the_transformers_era_loads_unchanged(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(LEGACY_PREPROCESSOR_CONFIG)
+    loaded = FluxTransform.from_pretrained(tmp_path)
+    assert loaded.softening == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert loaded.scale == [1.5, 1.6, 1.7, 1.8, 1.9]
+    assert loaded.channel_mixing is None
+    assert "image_processor_type" not in loaded.config
+
+
+def test_an_old_pipeline_folder_loads_and_generates(tmp_path, tiny_pipeline):
+    tiny_pipeline.save_pretrained(tmp_path)
+    (tmp_path / "flux_transform" / "preprocessor_config.json").write_text(LEGACY_PREPROCESSOR_CONFIG)
+    pipe = GalaxyRedshiftPipeline.from_pretrained(tmp_path)
+    assert pipe.flux_transform.softening == [0.1, 0.2, 0.3, 0.4, 0.5]
+    images = pipe(z=0.5, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    assert images.shape == (1, 5, 16, 16) and np.isfinite(images).all()
+
+
+def test_colour_basis_round_trip_is_exact_and_survives_saving(tmp_path):
+    rng = np.random.default_rng(4)
+    fluxes = heavy_tailed_fluxes(rng, n=4)
+    transform = FluxTransform.fit([fluxes], channel_mixing=colour_basis_mixing())
+    model_space = transform.forward(fluxes.astype(np.float64))
+    stretched = FluxTransform(softening=transform.softening, scale=transform.scale).forward(fluxes.astype(np.float64))
+    np.testing.assert_allclose(model_space[:, 0], 0.2 * stretched.sum(axis=1), atol=1e-12)
+    np.testing.assert_allclose(model_space[:, 2], 2 * (stretched[:, 1] - stretched[:, 2]), atol=1e-12)
+    transform.save_pretrained(tmp_path)
+    loaded = FluxTransform.from_pretrained(tmp_path)
+    assert loaded.channel_mixing == transform.channel_mixing
+    back = loaded.inverse(torch.from_numpy(model_space))
+    np.testing.assert_allclose(back.numpy(), fluxes, rtol=1e-9, atol=1e-12)
+
+
+def test_singular_channel_mixing_is_refused():
+    with pytest.raises(ValueError, match="not invertible"):
+        FluxTransform(channel_mixing=[[1.0] * 5] * 5)
+    with pytest.raises(ValueError, match="5 x 5"):
+        FluxTransform(channel_mixing=[[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_the_pipeline_records_the_transform_as_a_diffusers_component(tmp_path, tiny_pipeline):
+    tiny_pipeline.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["flux_transform"] == ["galaxy_pipeline.normalization", "FluxTransform"]
+    saved = json.loads((tmp_path / "flux_transform" / "preprocessor_config.json").read_text())
+    assert saved["_class_name"] == "FluxTransform" and saved["softening"] == tiny_pipeline.flux_transform.softening
