@@ -145,6 +145,9 @@ class RedshiftUNet2DModel(UNet2DModel):
             raise ValueError(
                 f"Need 0 <= redshift_min < redshift_max; got redshift_min={redshift_min}, redshift_max={redshift_max}."
             )
+        _check_attention_head_dim(
+            attention_head_dim, block_out_channels, down_block_types, up_block_types, mid_block_type, add_attention
+        )
         factor = pixel_unshuffle_factor
         sizes = (sample_size,) if isinstance(sample_size, int) else tuple(sample_size or ())
         if factor < 1 or any(size % factor for size in sizes):
@@ -249,6 +252,32 @@ class RedshiftUNet2DModel(UNet2DModel):
         if not return_dict:
             return (noise,)
         return RedshiftUNet2DOutput(sample=noise)
+
+
+def _check_attention_head_dim(
+    attention_head_dim: int | None,
+    block_out_channels: tuple[int, ...],
+    down_block_types: tuple[str, ...],
+    up_block_types: tuple[str, ...],
+    mid_block_type: str | None,
+    add_attention: bool,
+) -> None:
+    """Raise ValueError when an attention block would get no head (head width above its channels).
+
+    Block lists of the wrong length are left to ``UNet2DModel``, which names them.
+    """
+    if attention_head_dim is None:
+        return
+    channels = [c for c, kind in zip(block_out_channels, down_block_types, strict=False) if "Attn" in kind]
+    channels += [c for c, kind in zip(reversed(block_out_channels), up_block_types, strict=False) if "Attn" in kind]
+    if mid_block_type is not None and add_attention:
+        channels.append(block_out_channels[-1])
+    if channels and not 0 < attention_head_dim <= min(channels):
+        raise ValueError(
+            f"attention_head_dim={attention_head_dim} leaves no attention head in a block of {min(channels)} "
+            f"channels (heads = channels // attention_head_dim); use e.g. attention_head_dim="
+            f"{max(1, min(channels) // 4)} (4 heads there) or at most {min(channels)}."
+        )
 
 
 def _divide_size(sample_size: int | tuple[int, int] | None, factor: int) -> int | tuple[int, int] | None:

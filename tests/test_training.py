@@ -1,6 +1,7 @@
 """Training: a short run exports a loadable pipeline; resume is exact; SIGKILL is survivable; 2 processes."""
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -101,13 +102,71 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(dataset_dir, tm
     def poisoned_huber(*args, **kwargs):
         calls["n"] += 1
         loss = huber(*args, **kwargs)
-        return loss * float("nan") if calls["n"] >= 3 else loss
+        return loss * float("nan") if calls["n"] >= 4 else loss  # calls: steps 1, 2, the check at 2, step 3
 
     monkeypatch.setattr(trainer.F, "huber_loss", poisoned_huber)
     with pytest.raises(NonFiniteLossError, match="by step 3.*checkpoint-2"):
         train(parse_training_config(tiny_args(dataset_dir, tmp_path)))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2"]
     assert not (tmp_path / "pipeline").exists()
+
+
+def test_diverged_weights_are_never_checkpointed(dataset_dir, tmp_path, monkeypatch):
+    """An update that blows the weights up (~1e30, still finite) at a checkpoint step is caught before saving."""
+
+    class DivergingAdamW(torch.optim.AdamW):
+        updates = 0
+
+        def step(self, closure=None):
+            loss = super().step(closure)
+            DivergingAdamW.updates += 1
+            if DivergingAdamW.updates == 4:
+                with torch.no_grad():
+                    for group in self.param_groups:
+                        for parameter in group["params"]:
+                            parameter.mul_(1e30)
+            return loss
+
+    monkeypatch.setattr(trainer.torch.optim, "AdamW", DivergingAdamW)
+    with pytest.raises(NonFiniteLossError, match="by step 4.*--resume_from_checkpoint .*checkpoint-2 "):
+        train(parse_training_config(tiny_args(dataset_dir, tmp_path, "--max_train_steps", "6")))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2"]
+    weights = load_file(tmp_path / "checkpoints" / "checkpoint-2" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert max(float(w.abs().max()) for w in weights.values()) < 1e3
+
+
+def test_divergence_stop_is_one_line_with_exit_code_2(dataset_dir, tmp_path):
+    # The warm-up step runs at learning rate 0; the next at 1e30 leaves weights that give an infinite loss.
+    args = tiny_args(dataset_dir, tmp_path, "--learning_rate", "1e30", "--checkpointing_steps", "1")
+    result = run_script(*args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: stopped: Training diverged by step 2") and "checkpoint-1 " in last
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-1"]
+
+
+def test_a_used_output_dir_is_refused_and_overwrite_starts_clean(dataset_dir, tmp_path):
+    train(parse_training_config(tiny_args(dataset_dir, tmp_path)))
+    (tmp_path / "flux_transform" / "preprocessor_config.json").write_text("{}")  # would be reused if kept
+    result = run_script(*tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not empty" in lines[0] and "--overwrite_output_dir" in lines[0], lines
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    (tmp_path / ".pipeline-orphan").mkdir()  # left by a run killed while exporting
+    (tmp_path / "checkpoints" / ".checkpoint-6.incomplete").mkdir()
+    train(parse_training_config(tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2", "--overwrite_output_dir")))
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint-2"]
+    assert not (tmp_path / ".pipeline-orphan").exists()
+    assert GalaxyRedshiftPipeline.from_pretrained(tmp_path / "pipeline").flux_transform.config.scale is not None
+
+
+def test_a_missing_resume_checkpoint_is_reported_before_anything_is_written(dataset_dir, tmp_path):
+    missing = str(tmp_path / "out" / "checkpoints" / "checkpoint-9")
+    with pytest.raises(FileNotFoundError, match="not a checkpoint folder"):
+        train(parse_training_config(tiny_args(dataset_dir, tmp_path / "out", "--resume_from_checkpoint", missing)))
+    assert not (tmp_path / "out").exists()
 
 
 def run_script(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -229,9 +288,35 @@ def test_preset_config_file_and_flags_layer_in_order(tmp_path):
         parse_training_config(["--config", str(config_file)])
 
 
+def test_the_readme_paper_config_command_resolves_to_the_paper_recipe(monkeypatch):
+    readme = (REPO / "README.md").read_text()
+    commands = [line.split("#")[0].strip() for line in readme.splitlines()]
+    command = next(line for line in commands if line.endswith("train_scripts/train.py --config configs/paper.yaml"))
+    argv = shlex.split(command)
+    argv = argv[argv.index("train_scripts/train.py") + 1 :]
+    monkeypatch.chdir(REPO)
+    config = parse_training_config(argv)
+    assert (config.unet_preset, config.max_train_steps, config.mixed_precision) == ("paper", 300_000, "bf16")
+    assert config == parse_training_config(["--preset", "paper", "--dataset_dir", "data/galaxiesml"])
+
+
+def test_a_config_file_with_a_yaml_syntax_error_is_one_line_with_exit_code_2(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("preset: paper\nlearning_rate: [1e-4\n")
+    result = run_script("--config", str(config_file))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"Config file {config_file} is not valid YAML (line" in lines[0], lines
+
+
+def test_push_to_hub_checks_the_repo_id_before_training():
+    with pytest.raises(ValueError, match="hub_model_id 'no spaces allowed'"):
+        parse_training_config(["--push_to_hub", "--hub_model_id", "no spaces allowed"])
+
+
 def test_wrong_dataset_path_fails_before_training_with_one_line(tmp_path):
     result = run_script("--dataset_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0] and "galaxy-pipeline data convert" in lines[0]
     assert not (tmp_path / "out" / "checkpoints").exists()

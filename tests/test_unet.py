@@ -99,3 +99,18 @@ def test_pixel_unshuffle_factor_must_divide_the_image():
     unet = RedshiftUNet2DModel.from_preset("tiny", sample_size=16, pixel_unshuffle_factor=2)
     with pytest.raises(ValueError, match="multiples of pixel_unshuffle_factor=2"):
         unet(torch.randn(1, 5, 15, 15), 1, 0.5)
+
+
+def test_an_attention_head_wider_than_its_block_names_a_width_that_works():
+    arguments = dict(
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        layers_per_block=1,
+    )
+    with pytest.raises(ValueError, match="attention_head_dim=128 .* 32 channels.*attention_head_dim=8"):
+        RedshiftUNet2DModel(**arguments)
+    unet = RedshiftUNet2DModel(**arguments, attention_head_dim=8)
+    sample = torch.randn(1, 5, 64, 64)
+    assert unet(sample, 10, 0.5).sample.shape == sample.shape

@@ -12,13 +12,30 @@ import sys
 from galaxy_pipeline.training.config import parse_training_config
 from galaxy_pipeline.training.trainer import NonFiniteLossError, train
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS = (ValueError, OSError)  # OSError: missing or used paths, permissions, a full disk, the Hub offline
 
-if __name__ == "__main__":
+
+def main() -> int:
+    """Train and export; a problem the user can fix is one line on stderr and exit code 2."""
     try:
         pipeline_dir = train(parse_training_config())
     except USER_ERRORS as error:
-        sys.exit(f"train.py: error: {error}")
+        hint = (
+            " (check that the path exists and is writable, and that its disk has space)" if _is_os_level(error) else ""
+        )
+        print(f"train.py: error: {error}{hint}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as error:
-        sys.exit(f"train.py: stopped: {error}")
+        print(f"train.py: stopped: {error}", file=sys.stderr)
+        return 2
     print(f"Pipeline saved to {pipeline_dir}")
+    return 0
+
+
+def _is_os_level(error: Exception) -> bool:
+    """An error raised by the operating system (it carries an errno), not one of ours with its own advice."""
+    return isinstance(error, OSError) and error.errno is not None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

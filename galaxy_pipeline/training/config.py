@@ -2,7 +2,8 @@
 
 Every field is a command-line flag (``--learning_rate 1e-4``) through
 ``transformers.HfArgumentParser``. Values are resolved in this order, later winning:
-dataclass defaults < ``--preset`` < ``--config file.yaml|json`` < explicit flags.
+dataclass defaults < preset < ``--config file.yaml|json`` < explicit flags. The preset is
+``--preset`` if given, else the file's ``preset:`` key (``configs/paper.yaml`` holds ``preset: paper``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from galaxy_pipeline.hub import check_repo_id
 from galaxy_pipeline.unet import UNET_PRESETS
 
 LOSSES = ("huber", "mse")
@@ -155,6 +157,14 @@ class TrainingConfig:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'latest' or a checkpoint folder to resume from."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an output_dir that holds an earlier run: its checkpoints, logs, samples, "
+            "pipeline and flux transform are deleted first. Without it (or --resume_from_checkpoint) a non-empty "
+            "output_dir is refused."
+        },
+    )
     sample_every_steps: int = field(default=500, metadata={"help": "Steps between EMA sample grids (0: never)."})
     sample_redshifts: list[float] = field(
         default_factory=lambda: [0.1, 0.5, 1.0, 2.0, 3.0], metadata={"help": "Redshifts of the sample grid."}
@@ -210,8 +220,15 @@ class TrainingConfig:
             problems.append(f"ema_max_decay={self.ema_max_decay} must be in [0, 1)")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             problems.append(f"checkpoints_total_limit={self.checkpoints_total_limit} must be >= 1 or None")
+        if self.overwrite_output_dir and self.resume_from_checkpoint is not None:
+            problems.append("overwrite_output_dir and resume_from_checkpoint exclude each other: choose one")
         if self.push_to_hub and not self.hub_model_id:
             problems.append("push_to_hub needs hub_model_id (e.g. --hub_model_id user/galaxy-ddpm)")
+        if self.push_to_hub and self.hub_model_id:
+            try:
+                check_repo_id(self.hub_model_id, "hub_model_id")
+            except ValueError as error:
+                problems.append(str(error).rstrip("."))
         if problems:
             raise ValueError("Invalid training configuration: " + "; ".join(problems) + ".")
 
@@ -230,23 +247,34 @@ def parse_training_config(argv: list[str] | None = None) -> TrainingConfig:
     parser = HfArgumentParser(TrainingConfig, description="Train a redshift-conditioned galaxy DDPM.")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="Start from a named recipe.")
     parser.add_argument("--config", type=Path, help="YAML or JSON file of field values (flags override it).")
-    defaults = dict(PRESETS[known.preset]) if known.preset else {}
-    if known.config:
-        defaults.update(_read_config_file(known.config))
+    file_values = _read_config_file(known.config) if known.config else {}
+    preset = known.preset or file_values.get("preset")
+    defaults = {**PRESETS.get(preset, {}), **{key: value for key, value in file_values.items() if key != "preset"}}
     parser.set_defaults(**defaults)
     config, _preset_and_file = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     return config
 
 
 def _read_config_file(path: Path) -> dict:
+    """Field values (and an optional ``preset``) from a YAML or JSON file; ValueError names the problem."""
     if not path.is_file():
         raise FileNotFoundError(f"Config file {path} does not exist.")
     text = path.read_text()
-    values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"Config file {path} is not valid JSON (line {error.lineno}: {error.msg}); fix it.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(error, "problem", None) or "syntax error"
+        raise ValueError(f"Config file {path} is not valid YAML ({where}{problem}); fix it.") from None
     if not isinstance(values, dict):
         raise ValueError(f"Config file {path} must hold a mapping of field names to values.")
     known_fields = {f.name for f in fields(TrainingConfig)}
     unknown = sorted(set(values) - known_fields - {"preset"})
     if unknown:
         raise ValueError(f"Config file {path} has unknown fields {unknown}; see `train.py --help` for valid ones.")
-    return {key: value for key, value in values.items() if key != "preset"}
+    if "preset" in values and values["preset"] not in PRESETS:
+        raise ValueError(f"Config file {path} names preset {values['preset']!r}; choose one of {sorted(PRESETS)}.")
+    return values

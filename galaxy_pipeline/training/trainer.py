@@ -7,6 +7,10 @@ output folder holds::
     output_dir/logs/                            TensorBoard scalars and sample grids
     output_dir/samples/step-<step>.png          EMA sample grids, one row per redshift
     output_dir/pipeline/                        the exported GalaxyRedshiftPipeline (EMA weights)
+
+A fresh run refuses a non-empty output folder unless ``--overwrite_output_dir`` (which deletes the
+earlier run's folders above) or ``--resume_from_checkpoint``; temporary folders of a killed run are
+removed at the next start.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class NonFiniteLossError(RuntimeError):
 def train(config: TrainingConfig) -> Path:
     """Train a RedshiftUNet2DModel with ``config`` and return the exported pipeline folder."""
     output_dir = Path(config.output_dir).expanduser()
+    checkpoint = _checkpoint_to_resume(config.resume_from_checkpoint, output_dir)
+    _refuse_an_earlier_run(output_dir, config)
     # Several processes without CUDA (`accelerate launch --multi_gpu` on a CPU machine): gloo on CPU.
     multi_process_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
@@ -72,6 +78,9 @@ def train(config: TrainingConfig) -> Path:
     if config.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if accelerator.is_main_process:
+        _clear_output_dir(output_dir, earlier_run=config.overwrite_output_dir)
+    accelerator.wait_for_everyone()
     set_seed(config.seed)
 
     # Data: checked before anything is trained.
@@ -144,7 +153,6 @@ def train(config: TrainingConfig) -> Path:
     steps_per_epoch = max(1, len(train_dataloader) // config.gradient_accumulation_steps)
 
     global_step = 0
-    checkpoint = _checkpoint_to_resume(config.resume_from_checkpoint, output_dir)
     if checkpoint is not None:
         accelerator.print(f"Resuming from {checkpoint}")
         accelerator.load_state(str(checkpoint))
@@ -163,72 +171,80 @@ def train(config: TrainingConfig) -> Path:
     window_images, window_start = 0, time.perf_counter()
     grad_norm = torch.zeros(())
     epoch = global_step // steps_per_epoch
-    while global_step < config.max_train_steps:
-        train_dataloader.set_epoch(epoch)
-        batches = train_dataloader
-        skipped = (global_step % steps_per_epoch) * config.gradient_accumulation_steps
-        if skipped:
-            batches = accelerator.skip_first_batches(train_dataloader, skipped)
-        for batch in batches:
-            with accelerator.accumulate(unet):
-                images = batch["images"]
-                if config.augment:
-                    images = _random_dihedral(images)
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                redshift = batch["redshifts"]
-                redshift = (redshift + config.redshift_noise_std * torch.randn_like(redshift)).clamp(min=0)
-                noise = torch.randn_like(images)
-                timesteps = torch.randint(
-                    0, noise_scheduler.config.num_train_timesteps, (images.shape[0],), device=images.device
-                )
-                noisy_images = noise_scheduler.add_noise(images, noise, timesteps)
-                drop = None
-                if config.redshift_dropout > 0:
-                    drop = torch.rand(images.shape[0], device=images.device) < config.redshift_dropout
-                predicted = model_forward(noisy_images, timesteps, redshift, drop_redshift=drop).sample
-                loss = _denoising_loss(predicted, images, noise, timesteps, noise_scheduler, config)
-                nonfinite |= ~torch.isfinite(loss.detach())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            window_images += images.shape[0] * accelerator.num_processes
-            if not accelerator.sync_gradients:
-                continue
+    try:
+        while global_step < config.max_train_steps:
+            train_dataloader.set_epoch(epoch)
+            batches = train_dataloader
+            skipped = (global_step % steps_per_epoch) * config.gradient_accumulation_steps
+            if skipped:
+                batches = accelerator.skip_first_batches(train_dataloader, skipped)
+            for batch in batches:
+                with accelerator.accumulate(unet):
+                    images = batch["images"]
+                    if config.augment:
+                        images = _random_dihedral(images)
+                    if config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    redshift = batch["redshifts"]
+                    redshift = (redshift + config.redshift_noise_std * torch.randn_like(redshift)).clamp(min=0)
+                    noise = torch.randn_like(images)
+                    timesteps = torch.randint(
+                        0, noise_scheduler.config.num_train_timesteps, (images.shape[0],), device=images.device
+                    )
+                    noisy_images = noise_scheduler.add_noise(images, noise, timesteps)
+                    drop = None
+                    if config.redshift_dropout > 0:
+                        drop = torch.rand(images.shape[0], device=images.device) < config.redshift_dropout
+                    predicted = model_forward(noisy_images, timesteps, redshift, drop_redshift=drop).sample
+                    loss = _denoising_loss(predicted, images, noise, timesteps, noise_scheduler, config)
+                    nonfinite |= ~torch.isfinite(loss.detach())
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(unet.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window_images += images.shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
 
-            if ema is not None:
-                ema.step(unet.parameters())
-            global_step += 1
-            progress.update(1)
-            at_checkpoint = global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps
-            if global_step % config.logging_steps == 0 or at_checkpoint:
-                _stop_if_nonfinite(nonfinite, global_step, output_dir, accelerator)
-            if global_step % config.logging_steps == 0:
-                elapsed = time.perf_counter() - window_start
-                logs = {
-                    "loss": loss.detach().item(),
-                    "lr": lr_scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "images_per_second": window_images / elapsed,
-                }
                 if ema is not None:
-                    logs["ema_decay"] = ema.cur_decay_value
-                progress.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_second']:.1f}")
-                accelerator.log(logs, step=global_step)
-                window_images, window_start = 0, time.perf_counter()
-            if at_checkpoint:
-                _save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
-            if config.sample_every_steps and (
-                global_step % config.sample_every_steps == 0 or global_step == config.max_train_steps
-            ):
-                _write_sample_grid(accelerator, unet, ema, noise_scheduler, flux_transform, config, global_step)
-            if global_step >= config.max_train_steps:
-                break
-        epoch += 1
-    progress.close()
+                    ema.step(unet.parameters())
+                global_step += 1
+                progress.update(1)
+                at_checkpoint = global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps
+                if at_checkpoint:
+                    sound = _weights_give_a_finite_loss(
+                        accelerator.unwrap_model(unet), ema, noisy_images, timesteps, redshift, drop, images, noise,
+                        noise_scheduler, config,
+                    )  # fmt: skip
+                    nonfinite |= ~sound
+                if global_step % config.logging_steps == 0 or at_checkpoint:
+                    _stop_if_nonfinite(nonfinite, global_step, output_dir, accelerator)
+                if global_step % config.logging_steps == 0:
+                    elapsed = time.perf_counter() - window_start
+                    logs = {
+                        "loss": loss.detach().item(),
+                        "lr": lr_scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "images_per_second": window_images / elapsed,
+                    }
+                    if ema is not None:
+                        logs["ema_decay"] = ema.cur_decay_value
+                    progress.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{logs['images_per_second']:.1f}")
+                    accelerator.log(logs, step=global_step)
+                    window_images, window_start = 0, time.perf_counter()
+                if at_checkpoint:
+                    _save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit)
+                if config.sample_every_steps and (
+                    global_step % config.sample_every_steps == 0 or global_step == config.max_train_steps
+                ):
+                    _write_sample_grid(accelerator, unet, ema, noise_scheduler, flux_transform, config, global_step)
+                if global_step >= config.max_train_steps:
+                    break
+            epoch += 1
+    finally:
+        progress.close()  # before any error message, so that message is the last line
 
     pipeline_dir = output_dir / "pipeline"
     if accelerator.is_main_process:
@@ -298,6 +314,37 @@ def _load_or_fit_flux_transform(split, output_dir: Path, config: TrainingConfig,
         os.replace(temporary, transform_dir)
     accelerator.wait_for_everyone()
     return FluxTransform.from_pretrained(transform_dir)
+
+
+RUN_ENTRIES = ("checkpoints", "logs", "samples", "pipeline", "flux_transform")
+TEMPORARY_PATTERNS = (".pipeline-*", ".flux_transform-*", f"checkpoints/.{CHECKPOINT_PREFIX}*.incomplete")
+
+
+def _refuse_an_earlier_run(output_dir: Path, config: TrainingConfig) -> None:
+    """Raise FileExistsError when a fresh run would write into a non-empty ``output_dir``."""
+    if config.resume_from_checkpoint is not None or config.overwrite_output_dir or not output_dir.is_dir():
+        return
+    temporary = {path for pattern in TEMPORARY_PATTERNS for path in output_dir.glob(pattern)}
+    held = sorted(path.name for path in output_dir.iterdir() if path not in temporary)
+    if held:
+        raise FileExistsError(
+            f"output_dir {output_dir} is not empty (it holds {', '.join(held[:5])}); pass "
+            "--resume_from_checkpoint latest to continue that run, --overwrite_output_dir to delete it and start "
+            "again, or a new --output_dir."
+        )
+
+
+def _clear_output_dir(output_dir: Path, earlier_run: bool) -> None:
+    """Remove temporary folders a killed run left behind, and with ``earlier_run`` that run's own outputs."""
+    doomed = [path for pattern in TEMPORARY_PATTERNS for path in output_dir.glob(pattern)]
+    if earlier_run:
+        doomed += [output_dir / name for name in RUN_ENTRIES if (output_dir / name).exists()]
+    for path in doomed:
+        logger.info(f"Removing {path}", main_process_only=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _make_dir(path: Path) -> Path:
@@ -378,15 +425,42 @@ def _save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, tota
     accelerator.wait_for_everyone()
 
 
+def _weights_give_a_finite_loss(
+    unet: RedshiftUNet2DModel,
+    ema: EMAModel | None,
+    noisy_images: torch.Tensor,
+    timesteps: torch.Tensor,
+    redshift: torch.Tensor,
+    drop: torch.Tensor | None,
+    images: torch.Tensor,
+    noise: torch.Tensor,
+    noise_scheduler,
+    config: TrainingConfig,
+) -> torch.Tensor:
+    """Whether the updated weights (and EMA) are finite and give a finite loss on the last batch (a 0-d bool).
+
+    The training loss is computed before each update, so a diverging update (weights ~1e30) shows only in the
+    next step's loss; checking here keeps such weights out of every checkpoint.
+    """
+    parameters = list(unet.parameters()) + (list(ema.shadow_params) if ema is not None else [])
+    finite = torch.stack([torch.isfinite(p).all() for p in parameters]).all()
+    with torch.no_grad():
+        predicted = unet(noisy_images, timesteps, redshift, drop_redshift=drop).sample
+        loss = _denoising_loss(predicted, images, noise, timesteps, noise_scheduler, config)
+    return finite & torch.isfinite(loss)
+
+
 def _stop_if_nonfinite(nonfinite: torch.Tensor, step: int, output_dir: Path, accelerator: Accelerator) -> None:
     if not bool(accelerator.reduce(nonfinite.float(), reduction="sum") > 0):
         return
     found = _checkpoints(output_dir)
-    last = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint was written yet"
+    if found:
+        resume = f"resume with --resume_from_checkpoint {found[-1]} (it passed the same check when saved)"
+    else:
+        resume = "start again (no checkpoint was written)"
     raise NonFiniteLossError(
-        f"The loss became NaN or inf by step {step}; training stopped and nothing after the last checkpoint was "
-        f"saved ({last}). Lower --learning_rate or use --mixed_precision no, then resume with "
-        "--resume_from_checkpoint latest."
+        f"Training diverged by step {step} (a NaN or inf loss, or weights that give one); it stopped and saved "
+        f"nothing of the diverged state. Lower --learning_rate or use --mixed_precision no, then {resume}."
     )
 
 
