@@ -76,6 +76,13 @@ def colour_basis_mixing(
     return rows
 
 
+def channel_mixing_for(basis: str, num_bands: int = len(BANDS)) -> list[list[float]] | None:
+    """The channel mixing named ``basis`` (one of :data:`CHANNEL_BASES`): ``None`` for ``"bands"``."""
+    if basis not in CHANNEL_BASES:
+        raise ValueError(f"Unknown channel basis {basis!r}; choose one of {CHANNEL_BASES}.")
+    return colour_basis_mixing(num_bands) if basis == "colour" else None
+
+
 class FluxTransform(ModelMixin, ConfigMixin):
     """Per-band arcsinh stretch (and optional channel mixing) between HSC fluxes and model space.
 

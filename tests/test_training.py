@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from galaxy_pipeline import GalaxyRedshiftPipeline, paper_scheduler
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
+from galaxy_pipeline.normalization import colour_basis_mixing
 from galaxy_pipeline.training import trainer
 from galaxy_pipeline.training.config import PRESETS, parse_training_config
 from galaxy_pipeline.training.trainer import NonFiniteLossError, train
@@ -332,6 +333,18 @@ def test_quickstart_preset_trains_a_pipeline(tmp_path):
     out = pipe(z=[0.2, 1.0], generator=torch.Generator().manual_seed(0), num_inference_steps=20)
     assert np.isfinite(out.images).all()
     assert list((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_colour_basis_is_fitted_saved_and_inverted_on_output(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2", "--flux_channel_basis", "colour")
+    pipe = GalaxyRedshiftPipeline.from_pretrained(train(parse_training_config(args)))
+    assert pipe.flux_transform.config.channel_mixing == colour_basis_mixing()
+    pipe.set_progress_bar_config(disable=True)
+    model = pipe(z=[0.5], num_inference_steps=2, output_type="model", generator=torch.Generator().manual_seed(0))
+    fluxes = pipe(z=[0.5], num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    np.testing.assert_allclose(pipe.flux_transform.forward(fluxes), model.images, atol=1e-4)
+    with pytest.raises(ValueError, match="flux_channel_basis='lab'"):
+        parse_training_config(["--flux_channel_basis", "lab"])
 
 
 def test_redshift_dropout_trains_a_guidable_pipeline(dataset_dir, tmp_path):

@@ -183,12 +183,17 @@ def transformed_split_gigabytes(split: datasets.Dataset) -> float:
 
 
 def fit_flux_transform(
-    split: datasets.Dataset, max_images: int = 2048, batch_size: int = 256, seed: int = 0
+    split: datasets.Dataset,
+    max_images: int = 2048,
+    batch_size: int = 256,
+    seed: int = 0,
+    channel_mixing: Sequence[Sequence[float]] | None = None,
 ) -> FluxTransform:
     """Fit a :class:`FluxTransform` on a random subset of at most ``max_images`` images of ``split``.
 
     The subset is read ``batch_size`` images at a time (in file order) and streamed through
-    :meth:`FluxTransform.fit`, so memory stays at one batch.
+    :meth:`FluxTransform.fit`, so memory stays at one batch. ``channel_mixing`` (e.g.
+    ``colour_basis_mixing()``) is stored in the transform and mixes the stretched bands per pixel.
     """
     check_split(split)
     if len(split) == 0:
@@ -203,7 +208,7 @@ def fit_flux_transform(
         for start in range(0, len(chosen), batch_size):
             yield images[chosen[start : start + batch_size].tolist()][IMAGE_KEY]
 
-    return FluxTransform.fit(batches())
+    return FluxTransform.fit(batches(), channel_mixing=channel_mixing)
 
 
 def make_dataloader(

@@ -17,6 +17,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from galaxy_pipeline.hub import check_repo_id
+from galaxy_pipeline.normalization import CHANNEL_BASES
 from galaxy_pipeline.unet import UNET_PRESETS
 
 LOSSES = ("huber", "mse")
@@ -94,6 +95,13 @@ class TrainingConfig:
         },
     )
     flux_fit_images: int = field(default=2048, metadata={"help": "Images used to fit the flux transform."})
+    flux_channel_basis: str = field(
+        default="bands",
+        metadata={
+            "help": f"Model-space channels {CHANNEL_BASES}: 'bands' one per stretched band (the paper); 'colour' "
+            "0.2 x their sum and 2 x each adjacent difference (g-r, r-i, i-z, z-y), exactly inverted on output."
+        },
+    )
 
     # Model and noise schedule
     unet_preset: str = field(default="quickstart", metadata={"help": f"UNet preset: {sorted(UNET_PRESETS)}."})
@@ -179,6 +187,8 @@ class TrainingConfig:
         problems = []
         if self.unet_preset not in UNET_PRESETS:
             problems.append(f"unet_preset={self.unet_preset!r} is not one of {sorted(UNET_PRESETS)}")
+        if self.flux_channel_basis not in CHANNEL_BASES:
+            problems.append(f"flux_channel_basis={self.flux_channel_basis!r} is not one of {CHANNEL_BASES}")
         if self.loss not in LOSSES:
             problems.append(f"loss={self.loss!r} is not one of {LOSSES}")
         if self.prediction_type not in PREDICTION_TYPES:

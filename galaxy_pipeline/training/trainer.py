@@ -43,7 +43,7 @@ from galaxy_pipeline.data.loading import (
 )
 from galaxy_pipeline.data.mock_dataset import ensure_mock_dataset
 from galaxy_pipeline.data.schema import REDSHIFT_RANGE
-from galaxy_pipeline.normalization import FluxTransform
+from galaxy_pipeline.normalization import FluxTransform, channel_mixing_for
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline, paper_scheduler
 from galaxy_pipeline.training.config import TrainingConfig
 from galaxy_pipeline.unet import RedshiftUNet2DModel
@@ -308,7 +308,12 @@ def _load_or_fit_flux_transform(split, output_dir: Path, config: TrainingConfig,
     """Fit the flux transform once per run (main process) and reuse it on every process and on resume."""
     transform_dir = output_dir / "flux_transform"
     if accelerator.is_main_process and not (transform_dir / "preprocessor_config.json").is_file():
-        transform = fit_flux_transform(split, max_images=config.flux_fit_images, seed=config.seed)
+        transform = fit_flux_transform(
+            split,
+            max_images=config.flux_fit_images,
+            seed=config.seed,
+            channel_mixing=channel_mixing_for(config.flux_channel_basis),
+        )
         temporary = Path(tempfile.mkdtemp(prefix=".flux_transform-", dir=_make_dir(output_dir)))
         transform.save_pretrained(temporary)
         os.replace(temporary, transform_dir)
