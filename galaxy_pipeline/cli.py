@@ -8,12 +8,25 @@ one line and exit with code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+from pathlib import Path
 
 from galaxy_pipeline import __version__
 from galaxy_pipeline.schedulers import SCHEDULER_NAMES
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+USER_ERRORS = (ValueError, OSError, KeyError)
+"""Errors printed as one line with exit code 2; OSError covers missing or unwritable paths, full disks, busy ports."""
+
+OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space or write elsewhere",
+    errno.EADDRINUSE: "another program uses that address: choose another --port",
+    errno.EACCES: "no permission: choose another path or change its permissions",
+    errno.EPERM: "no permission: choose another path or change its permissions",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+}
+"""What to do about an operating-system error, by errno."""
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -74,6 +87,7 @@ def run_generate(args: argparse.Namespace) -> int:
     bad = [z for z in args.z if not 0 <= z < float("inf")]
     if bad:
         raise ValueError(f"--z must be finite redshifts >= 0; got {bad}.")
+    check_can_write(args.out)
     pipe, source = load_pipeline(
         args.model,
         revision=args.revision,
@@ -105,10 +119,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Generate one galaxy per real redshift of a split, measure both alike, write the report and figures."""
     from galaxy_pipeline.data.loading import load_split
     from galaxy_pipeline.evaluation.evaluate import evaluate_pipeline, load_predictor, process_state
-    from galaxy_pipeline.hub import load_pipeline
+    from galaxy_pipeline.hub import check_device, load_pipeline
 
     split = load_split(args.data, args.split)
     device = args.device or str(process_state().device)
+    check_device(device)
     predictor = load_predictor(args.predictor, device) if args.predictor else None
     pipe, source = load_pipeline(args.model, revision=args.revision, device=device)
     report = evaluate_pipeline(
@@ -143,9 +158,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Serve the Gradio demo of a pipeline on this machine."""
-    from galaxy_pipeline.demo import build_demo
+    from galaxy_pipeline.demo import build_demo, check_port
     from galaxy_pipeline.hub import load_pipeline
 
+    check_port(args.host, args.port)
     pipe, source = load_pipeline(args.model, revision=args.revision, device=args.device)
     demo = build_demo(pipe, max_images=args.max_images, max_steps=args.max_steps, model_id=source.model_id)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes")
@@ -169,6 +185,7 @@ def run_data_mock(args: argparse.Namespace) -> int:
     from galaxy_pipeline.data.mock import write_mock, write_mock_splits
     from galaxy_pipeline.data.mock_population import import_galsim
 
+    check_can_write(args.out)
     try:
         import_galsim()
     except ImportError as error:
@@ -197,6 +214,7 @@ def run_data_convert(args: argparse.Namespace) -> int:
         raise ValueError("pass at least one of --train, --validation, --test (GalaxiesML .hdf5 files).")
     if args.private and not args.push_to_hub:
         raise ValueError("--private only applies with --push-to-hub REPO.")
+    check_can_write(args.out)
     summary = convert_galaxiesml(
         files,
         args.out,
@@ -210,6 +228,32 @@ def run_data_convert(args: argparse.Namespace) -> int:
         url = push_dataset_to_hub(args.out, args.push_to_hub, private=args.private)
         print(f"Pushed {args.out} to {url}")
     return 0
+
+
+def check_can_write(path: str | os.PathLike, option: str = "--out") -> None:
+    """Raise ValueError if ``path`` cannot be created: its nearest existing folder above is a file or unwritable."""
+    target = Path(path).expanduser().absolute()
+    if target.exists():
+        return
+    ancestor = next(parent for parent in target.parents if parent.exists())
+    if not ancestor.is_dir():
+        raise ValueError(f"Cannot write {option} {path}: {ancestor} is a file, not a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write {option} {path}: no permission to create files in {ancestor}.")
+
+
+def error_message(error: BaseException) -> str:
+    """One line describing a user error: the problem, the path or address it concerns, and what to do."""
+    if isinstance(error, KeyError) and error.args:
+        text = str(error.args[0])
+    elif isinstance(error, OSError) and error.strerror:
+        paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        text = f"{error.strerror}: {paths}" if paths else error.strerror
+        if error.errno in OS_ERROR_HINTS:
+            text = f"{text} ({OS_ERROR_HINTS[error.errno]})"
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
@@ -365,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"galaxy-pipeline {args.command}: error: {message}", file=sys.stderr)
+        command = " ".join(name for name in (args.command, getattr(args, "data_command", None)) if name)
+        print(f"galaxy-pipeline {command}: error: {error_message(error)}", file=sys.stderr)
         return 2
 
 

@@ -12,6 +12,7 @@ galaxy seen in the demo can be regenerated from the command line.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -159,6 +160,22 @@ def measurement_table(fluxes: np.ndarray, z: float, seeds: list[int]) -> pd.Data
         shown = [name for name in MORPHOLOGY_COLUMNS if name in catalog.colnames] or catalog.colnames
         measured = pd.DataFrame({name: np.asarray(catalog[name]) for name in shown if np.ndim(catalog[name]) == 1})
     return pd.concat([front, measured.reset_index(drop=True)], axis=1).round(3)
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise ValueError unless ``port`` is a TCP port number that is free to serve on at ``host``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"--port must be a TCP port between 1 and 65535; got {port!r}.")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as error:
+        raise ValueError(
+            f"Cannot serve the demo on {host}:{port}: {error.strerror or error}. Choose another --port "
+            "(or stop the program using it) or another --host."
+        ) from error
 
 
 def build_demo(

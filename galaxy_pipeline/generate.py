@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -133,7 +135,8 @@ def generate_to_files(
         redshifts: redshifts to generate at, within the model's trained range.
         n_per_redshift: galaxies per redshift (positive).
         seed: base seed; image ``k`` uses ``seed + k`` (non-negative).
-        out_dir: output folder (created).
+        out_dir: output folder, created when the run is complete (it is written beside it first); an
+            existing one must be empty or an earlier run.
         formats: any of ``"fits"``, ``"png"``, ``"npy"``.
         scheduler: ``"ddpm"``, ``"ddim"``, ``"dpm"``, ``"unipc"`` or ``None`` (the pipeline's own).
         steps: denoising steps; default the pipeline's default (all training steps for DDPM).
@@ -141,7 +144,8 @@ def generate_to_files(
         model_id: model name recorded in headers and manifest.
         revision: Hub commit of the model recorded in headers and manifest.
         allow_extrapolation: generate outside the trained redshift range (with a warning).
-        overwrite: replace the results of an earlier run in ``out_dir``.
+        overwrite: replace an earlier run in ``out_dir`` (a folder with a ``manifest.json``), all its files
+            included; a non-empty folder without a manifest is never replaced.
         progress: show a progress bar.
 
     Returns:
@@ -162,61 +166,86 @@ def generate_to_files(
         raise ValueError(f"seed must be an integer in [0, 2**63 - {per_image_z.size}]; got {seed!r}.")
     seeds = [int(seed) + k for k in range(per_image_z.size)]
     out_dir = Path(out_dir)
-    manifest_path = out_dir / MANIFEST_NAME
-    if manifest_path.exists() and not overwrite:
-        raise FileExistsError(f"{manifest_path} exists: choose another output folder or pass --overwrite.")
-    for name in formats:
-        (out_dir / name).mkdir(parents=True, exist_ok=True)
-
+    _check_output(out_dir, overwrite)
     sampler = with_scheduler(pipe, scheduler)
     sampler.set_progress_bar_config(disable=True)
     scheduler_class = type(sampler.scheduler).__name__
     rows, steps_run = [], steps
-    with tqdm(total=per_image_z.size, desc="generating galaxies", unit="galaxy", disable=not progress) as bar:
-        for start in range(0, per_image_z.size, batch_size):
-            batch_z = per_image_z[start : start + batch_size]
-            batch_seeds = seeds[start : start + batch_size]
-            generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
-            fluxes = sampler(
-                z=batch_z,
-                generator=generators,
-                num_inference_steps=steps,
-                output_type="np",
-                allow_extrapolation=allow_extrapolation,
-            ).images.astype(np.float32)
-            steps_run = len(sampler.scheduler.timesteps)
-            composites = to_pil(fluxes) if "png" in formats else None
-            for offset, (flux, z, image_seed) in enumerate(zip(fluxes, batch_z, batch_seeds, strict=True)):
-                index = start + offset
-                stem = f"galaxy_{index:05d}_z{z:.4f}"
-                row = {"index": index, "redshift": float(z), "seed": image_seed}
-                if "fits" in formats:
-                    header = fits_header(z, image_seed, flux.shape[-2:], model_id, revision, scheduler_class, steps_run)
-                    row["fits"] = f"fits/{stem}.fits"
-                    fits.PrimaryHDU(data=flux, header=header).writeto(out_dir / row["fits"], overwrite=True)
-                if "png" in formats:
-                    row["png"] = f"png/{stem}.png"
-                    composites[offset].save(out_dir / row["png"])
-                if "npy" in formats:
-                    row["npy"] = f"npy/{stem}.npy"
-                    np.save(out_dir / row["npy"], flux)
-                rows.append(row)
-            bar.update(len(batch_z))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".generating", dir=out_dir.parent))
+    try:
+        staged = work_dir / "run"
+        for name in formats:
+            (staged / name).mkdir(parents=True)
+        with tqdm(total=per_image_z.size, desc="generating galaxies", unit="galaxy", disable=not progress) as bar:
+            for start in range(0, per_image_z.size, batch_size):
+                batch_z = per_image_z[start : start + batch_size]
+                batch_seeds = seeds[start : start + batch_size]
+                generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
+                fluxes = sampler(
+                    z=batch_z,
+                    generator=generators,
+                    num_inference_steps=steps,
+                    output_type="np",
+                    allow_extrapolation=allow_extrapolation,
+                ).images.astype(np.float32)
+                steps_run = len(sampler.scheduler.timesteps)
+                composites = to_pil(fluxes) if "png" in formats else None
+                for offset, (flux, z, image_seed) in enumerate(zip(fluxes, batch_z, batch_seeds, strict=True)):
+                    index = start + offset
+                    stem = f"galaxy_{index:05d}_z{z:.4f}"
+                    row = {"index": index, "redshift": float(z), "seed": image_seed}
+                    if "fits" in formats:
+                        header = fits_header(
+                            z, image_seed, flux.shape[-2:], model_id, revision, scheduler_class, steps_run
+                        )
+                        row["fits"] = f"fits/{stem}.fits"
+                        fits.PrimaryHDU(data=flux, header=header).writeto(staged / row["fits"], overwrite=True)
+                    if "png" in formats:
+                        row["png"] = f"png/{stem}.png"
+                        composites[offset].save(staged / row["png"])
+                    if "npy" in formats:
+                        row["npy"] = f"npy/{stem}.npy"
+                        np.save(staged / row["npy"], flux)
+                    rows.append(row)
+                bar.update(len(batch_z))
 
-    manifest = {
-        "model": model_id,
-        "revision": revision,
-        "scheduler": scheduler_class,
-        "steps": steps_run,
-        "seed": int(seed),
-        "n_per_redshift": n_per_redshift,
-        "redshifts": z_values.tolist(),
-        "formats": formats,
-        "bands": list(BANDS),
-        "flux_unit": f"HSC coadd flux, AB mag = {MAG_ZERO_POINT:g} - 2.5 log10(flux)",
-        "pixel_scale_arcsec": PIXEL_SCALE_ARCSEC,
-        "galaxy_pipeline_version": __version__,
-        "images": rows,
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest_path
+        manifest = {
+            "model": model_id,
+            "revision": revision,
+            "scheduler": scheduler_class,
+            "steps": steps_run,
+            "seed": int(seed),
+            "n_per_redshift": n_per_redshift,
+            "redshifts": z_values.tolist(),
+            "formats": formats,
+            "bands": list(BANDS),
+            "flux_unit": f"HSC coadd flux, AB mag = {MAG_ZERO_POINT:g} - 2.5 log10(flux)",
+            "pixel_scale_arcsec": PIXEL_SCALE_ARCSEC,
+            "galaxy_pipeline_version": __version__,
+            "images": rows,
+        }
+        (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out_dir.exists():
+            os.replace(out_dir, work_dir / "previous")
+        os.replace(staged, out_dir)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return out_dir / MANIFEST_NAME
+
+
+def _check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an earlier run unless ``overwrite``, and never replace a folder that is not an earlier run."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file: choose a folder for the output.")
+    manifest_path = out_dir / MANIFEST_NAME
+    if manifest_path.is_file():
+        if not overwrite:
+            raise FileExistsError(f"{manifest_path} exists: choose another output folder or pass --overwrite.")
+    elif any(out_dir.iterdir()):
+        raise FileExistsError(
+            f"Refusing to write into {out_dir}: it is not empty and holds no {MANIFEST_NAME} of an earlier "
+            "generate run (nothing was deleted); choose a new or empty output folder."
+        )

@@ -12,19 +12,21 @@ Training checkpoints, logs and pickled or non-safetensors weights never do. Toke
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token, snapshot_download
+from huggingface_hub import HfApi, ModelCard, ModelCardData, constants, get_token, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import filter_repo_objects, validate_repo_id
 
@@ -210,7 +212,7 @@ def push_pipeline(
             "No Hugging Face token found: run `hf auth login` or set HF_TOKEN to a token with write access."
         )
     api = HfApi(token=token)
-    try:
+    with hub_errors(repo_id):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision is not None:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
@@ -226,13 +228,42 @@ def push_pipeline(
                 allow_patterns=UPLOAD_ALLOW_PATTERNS,
                 ignore_patterns=UPLOAD_IGNORE_PATTERNS,
             )
+    url = str(repo_url).rstrip("/")
+    return f"{url}/tree/{revision}" if revision else url
+
+
+@contextmanager
+def hub_errors(repo_id: str) -> Iterator[None]:
+    """Turn the Hub refusing an upload to ``repo_id``, or being out of reach, into a one-line ValueError."""
+    try:
+        yield
     except HfHubHTTPError as error:
         raise ValueError(
             f"The Hub refused the upload to {repo_id}: {error}. Check that the token has write access to that "
             "namespace (`hf auth whoami`)."
         ) from error
-    url = str(repo_url).rstrip("/")
-    return f"{url}/tree/{revision}" if revision else url
+    except _unreachable_errors() as error:
+        raise ValueError(
+            f"Could not reach the Hugging Face Hub at {constants.ENDPOINT} to upload to {repo_id} "
+            f"({type(error).__name__}: {error}). Check the network connection; offline mode (HF_HUB_OFFLINE=1) "
+            "must be off to push."
+        ) from error
+
+
+def _unreachable_errors() -> tuple[type[Exception], ...]:
+    """Errors meaning the Hub could not be reached, of whichever HTTP client huggingface_hub uses."""
+    errors: list[type[Exception]] = [ConnectionError, TimeoutError]  # OfflineModeIsEnabled is a ConnectionError
+    for module, name in (
+        ("httpx2", "TransportError"),
+        ("httpx", "TransportError"),
+        ("requests", "ConnectionError"),
+        ("requests", "Timeout"),
+    ):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
 
 
 def check_repo_id(repo_id: str, problem: str) -> None:
@@ -347,6 +378,7 @@ def load_pipeline(
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}; got {dtype!r}.")
+    check_device(device)
     source = resolve_model(
         model, revision=revision, token=token, cache_dir=cache_dir, local_files_only=local_files_only
     )
@@ -356,6 +388,29 @@ def load_pipeline(
     if compile_unet:
         pipe.unet = torch.compile(pipe.unet)
     return pipe, source
+
+
+def check_device(device: str) -> None:
+    """Raise ValueError unless ``device`` names a torch device this machine has (``cpu``, ``cuda[:N]``, ``mps``)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"Unknown device {device!r}: use cpu, cuda, cuda:N or mps.") from error
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"CUDA is not available on this machine; use --device cpu (asked for {device!r}).")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"No CUDA device {parsed.index} on this machine (it has {torch.cuda.device_count()}): "
+                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}."
+            )
+    elif parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("MPS (Apple GPU) is not available on this machine; use --device cpu.")
+    elif parsed.type != "cpu":
+        raise ValueError(f"Unsupported device {device!r}: use cpu, cuda, cuda:N or mps.")
 
 
 def _stage_upload(model_dir: Path, staging: Path, card: ModelCard, report_dir: str | os.PathLike | None) -> list[str]:

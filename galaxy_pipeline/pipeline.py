@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import inspect
 import os
+import reprlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
+from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -33,6 +37,11 @@ OUTPUT_TYPES = ("np", "pt", "model", "pil")
 
 DEFAULT_BATCH_SIZE = 256
 """Images a pipeline call denoises at once unless told otherwise (a 5x64x64 image is 80 KiB in float32)."""
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = 5
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+"""Shortens values quoted in error messages to a few items and characters."""
 
 
 @dataclass
@@ -117,7 +126,20 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             cache_dir=cache_dir,
             local_files_only=local_files_only,
         )
-        return super().from_pretrained(source.local_dir, use_safetensors=True, local_files_only=True, **kwargs)
+        bar_enabled = diffusers_logging.is_progress_bar_enabled()
+        diffusers_logging.disable_progress_bar()  # three components load in a blink: no bar
+        try:
+            pipe = super().from_pretrained(source.local_dir, use_safetensors=True, local_files_only=True, **kwargs)
+        except OSError as error:
+            raise ValueError(
+                f"Cannot load the pipeline in {source.local_dir}: {str(error).strip()} The folder is damaged or "
+                "incomplete: save the pipeline again (save_pretrained) or download it again."
+            ) from error
+        finally:
+            if bar_enabled:
+                diffusers_logging.enable_progress_bar()
+        _check_finite_weights(pipe.unet, source.local_dir)
+        return pipe
 
     @property
     def redshift_range(self) -> tuple[float, float]:
@@ -128,10 +150,16 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         """Validate requested redshifts and return them as a float64 array of shape (n,)."""
         if isinstance(z, torch.Tensor):
             z = z.detach().cpu().numpy()
+        items = z if isinstance(z, list | tuple) else [z]
+        if any(isinstance(item, bool | np.bool_ | str | bytes) for item in items):
+            raise ValueError(f"z must be a number or a 1-D sequence of numbers, not booleans or text; got {_short(z)}.")
         try:
-            redshifts = np.asarray(z, dtype=np.float64)
+            raw = np.asarray(z)
+            redshifts = raw.astype(np.float64)
         except (TypeError, ValueError) as error:
-            raise ValueError(f"z must be a number or a 1-D sequence of numbers; got {z!r}.") from error
+            raise ValueError(f"z must be a number or a 1-D sequence of numbers; got {_short(z)}.") from error
+        if raw.dtype.kind not in "iufO":
+            raise ValueError(f"z must hold numbers, not {raw.dtype} values; got {_short(z)}.")
         if redshifts.ndim > 1:
             raise ValueError(
                 f"z must be a number or a 1-D sequence; got an array of shape {redshifts.shape}. "
@@ -141,13 +169,13 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         if redshifts.size == 0:
             raise ValueError("z is empty: give at least one redshift.")
         if not np.isfinite(redshifts).all():
-            raise ValueError(f"z must be finite; got {redshifts[~np.isfinite(redshifts)].tolist()}.")
+            raise ValueError(f"z must be finite; got {_describe(redshifts[~np.isfinite(redshifts)])}.")
         if (redshifts < 0).any():
-            raise ValueError(f"z must be >= 0 (a redshift); got {redshifts[redshifts < 0].tolist()}.")
+            raise ValueError(f"z must be >= 0 (a redshift); got {_describe(redshifts[redshifts < 0])}.")
         low, high = self.redshift_range
         outside = redshifts[(redshifts < low) | (redshifts > high)]
         if outside.size:
-            message = f"z={outside.tolist()} lies outside the trained redshift range [{low}, {high}]"
+            message = f"z={_describe(outside)} lies outside the trained redshift range [{low}, {high}]"
             if not allow_extrapolation:
                 raise ValueError(f"{message}. Pass allow_extrapolation=True to generate there anyway.")
             warnings.warn(f"{message}: the model extrapolates; treat these images with care.", stacklevel=3)
@@ -192,6 +220,7 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             output_type, num_images_per_redshift, num_inference_steps, guidance_scale, batch_size
         )
         redshifts = np.repeat(self.check_redshifts(z, allow_extrapolation), num_images_per_redshift)
+        _check_generator(generator, allow_list=True)
         if isinstance(generator, list) and len(generator) != redshifts.size:
             raise ValueError(f"Got {len(generator)} generators for {redshifts.size} images; give one per image.")
         batch_size = batch_size or redshifts.size
@@ -239,6 +268,7 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         """
         num_inference_steps = self._check_call(output_type, num_noise_draws, num_inference_steps, guidance_scale, None)
         redshifts = self.check_redshifts(z, allow_extrapolation)
+        _check_generator(generator, allow_list=False)
         noise = randn_tensor((num_noise_draws, *self._image_shape), generator=generator, device=self._execution_device)
         noise = noise.repeat_interleave(redshifts.size, dim=0)
         all_redshifts = np.tile(redshifts, num_noise_draws)
@@ -274,6 +304,8 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, Real):
+            raise ValueError(f"guidance_scale must be a number; got {_short(guidance_scale)}.")
         if not (np.isfinite(guidance_scale) and guidance_scale >= 0):
             raise ValueError(f"guidance_scale must be a finite number >= 0; got {guidance_scale!r}.")
         if guidance_scale != 1 and not self.unet.config.learned_null_redshift:
@@ -332,3 +364,39 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         if output_type == "pil":
             return to_pil(fluxes.cpu().numpy())
         return fluxes.cpu().numpy()
+
+
+def _check_finite_weights(unet: torch.nn.Module, folder: str | os.PathLike) -> None:
+    """Raise ValueError if a UNet weight loaded from ``folder`` is NaN or infinite (a damaged file)."""
+    damaged = [name for name, tensor in unet.state_dict().items() if not torch.isfinite(tensor).all()]
+    if damaged:
+        files = ", ".join(str(path) for path in sorted((Path(folder) / "unet").glob("*.safetensors")))
+        raise ValueError(
+            f"The UNet weights in {files} are damaged: {len(damaged)} tensor(s) hold NaN or infinite values "
+            f"(e.g. {', '.join(damaged[:3])}). Save the pipeline again (save_pretrained) or download it again."
+        )
+
+
+def _check_generator(generator: object, allow_list: bool) -> None:
+    """Raise ValueError unless ``generator`` is None, a torch.Generator or (if ``allow_list``) a list of them."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if allow_list and isinstance(generator, list) and all(isinstance(g, torch.Generator) for g in generator):
+        return
+    expected = "a torch.Generator, a list of them (one per image)" if allow_list else "a torch.Generator"
+    raise ValueError(
+        f"generator must be {expected} or None; got {_short(generator)}. For a seed, pass "
+        "torch.Generator().manual_seed(seed)."
+    )
+
+
+def _short(value: object) -> str:
+    """A repr of ``value`` cut to a few items and characters, for error messages."""
+    return _SHORT_REPR.repr(value)
+
+
+def _describe(values: np.ndarray, examples: int = 5) -> str:
+    """Offending values for an error message: all of a few, else their count, range and first few."""
+    if values.size <= examples:
+        return str(values.tolist())
+    return f"{values.size} values in [{values.min():g}, {values.max():g}], e.g. {values[:examples].tolist()}"

@@ -53,6 +53,7 @@ from galaxy_pipeline.data.schema import (
     SPLIT_FILE_NAMES,
 )
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
+from galaxy_pipeline.hub import hub_errors
 
 REDSHIFT_COLUMN = "redshift"
 """Name of the spectroscopic redshift column in the converted dataset."""
@@ -646,7 +647,8 @@ def push_dataset_to_hub(dataset_dir: str | Path, repo_id: str, private: bool = F
     record_path = dataset_dir / CONVERSION_RECORD
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.is_file() else None
     card = render_dataset_card(dataset, record)
-    repo_url = HfApi(token=token).create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    card.push_to_hub(repo_id, token=token, repo_type="dataset", commit_message="Add GalaxiesML dataset card")
-    dataset.push_to_hub(repo_id, private=private, token=token, commit_message="Upload GalaxiesML splits")
+    with hub_errors(repo_id):
+        repo_url = HfApi(token=token).create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        card.push_to_hub(repo_id, token=token, repo_type="dataset", commit_message="Add GalaxiesML dataset card")
+        dataset.push_to_hub(repo_id, private=private, token=token, commit_message="Upload GalaxiesML splits")
     return str(repo_url)

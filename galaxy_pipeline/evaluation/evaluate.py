@@ -257,7 +257,7 @@ def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") 
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Predictor folder {folder} does not exist: pass a folder written by the predictor training script "
-            "(train_scripts/train_predictor.py), or leave --predictor out to skip the redshift metrics."
+            "(train_scripts/train_redshift_predictor.py), or leave --predictor out to skip the redshift metrics."
         )
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: it is not a saved RedshiftPredictor folder.")
