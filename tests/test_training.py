@@ -310,6 +310,14 @@ def test_a_config_file_with_a_yaml_syntax_error_is_one_line_with_exit_code_2(tmp
     assert len(lines) == 1 and f"Config file {config_file} is not valid YAML (line" in lines[0], lines
 
 
+def test_an_unwritable_output_dir_is_one_line_with_exit_code_2(dataset_dir, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = run_script(*tiny_args(dataset_dir, tmp_path / "a-file" / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path / "a-file") in lines[0] and "writable" in lines[0], lines
+
+
 def test_push_to_hub_checks_the_repo_id_before_training():
     with pytest.raises(ValueError, match="hub_model_id 'no spaces allowed'"):
         parse_training_config(["--push_to_hub", "--hub_model_id", "no spaces allowed"])

@@ -63,6 +63,7 @@ def train(config: TrainingConfig) -> Path:
     output_dir = Path(config.output_dir).expanduser()
     checkpoint = _checkpoint_to_resume(config.resume_from_checkpoint, output_dir)
     _refuse_an_earlier_run(output_dir, config)
+    _make_dir(output_dir)  # an unwritable folder fails here, before any data is read
     # Several processes without CUDA (`accelerate launch --multi_gpu` on a CPU machine): gloo on CPU.
     multi_process_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
