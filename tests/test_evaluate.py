@@ -205,17 +205,24 @@ def test_detection_summary_counts_every_image():
     table = Table(
         {
             "detected": [True, True, False, False, True],
-            "sersic_ok": [True, False, False, False, True],
-            "flags": ["", "fit_failed", "not_detected", "off_centre", ""],
+            "sersic_ok": [True, False, False, False, False],
+            "flags": ["", "fit_failed", "not_detected", "off_centre", "fit_failed|fit_at_bound"],
             "redshift": [0.1, 0.2, 1.2, 1.3, 1.4],
         }
     )
     summary = detection_summary(table, bin_edges=(0.0, 1.0, 2.0))
-    assert summary["detection_rate"] == pytest.approx(0.6) and summary["fit_failure_rate"] == pytest.approx(1 / 3)
+    assert summary["detection_rate"] == pytest.approx(0.6) and summary["fit_failure_rate"] == pytest.approx(2 / 3)
     assert summary["detection_rate_ci_low"] < 0.6 < summary["detection_rate_ci_high"]
-    assert summary["flags"] == {"blank": 0, "saturated": 0, "not_detected": 1, "off_centre": 1, "fit_failed": 1}
+    assert summary["flags"] == {
+        "blank": 0,
+        "saturated": 0,
+        "not_detected": 1,
+        "off_centre": 1,
+        "fit_failed": 2,
+        "fit_at_bound": 1,
+    }
     assert [row["detection_rate"] for row in summary["by_bin"]] == [1.0, pytest.approx(1 / 3)]
-    assert [row["fit_failure_rate"] for row in summary["by_bin"]] == [0.5, 0.0]
+    assert [row["fit_failure_rate"] for row in summary["by_bin"]] == [0.5, 1.0]
 
 
 def test_to_jsonable_makes_strict_json():

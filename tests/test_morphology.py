@@ -113,6 +113,23 @@ def test_flags_for_blank_corrupt_off_centre_and_empty_images():
         assert table["sersic_index"][row] == pytest.approx(table["sersic_index"][0], rel=0.1)
 
 
+def test_a_fit_at_the_sersic_index_bound_is_flagged_failed_and_its_index_is_nan():
+    """A bright star whose PSF has stronger wings (Moffat beta 2) than the model PSF (beta 3) fits n = 8."""
+    galaxy = draw_galaxies([1.0], [0.6], [0.6], [20.5], seed=5)[0]
+    star = np.zeros_like(galaxy)
+    for b, band in enumerate(BANDS):
+        flux = 10 ** (-0.4 * (19.0 + BAND_OFFSET[b] - MAG_ZERO_POINT))
+        psf = galsim.Moffat(beta=2.0, fwhm=PSF_FWHM_ARCSEC[band]).withFlux(flux)
+        star[b] = psf.drawImage(nx=64, ny=64, scale=PIXEL_SCALE_ARCSEC, offset=(0.5, 0.5)).array
+    star += np.random.default_rng(3).normal(size=star.shape) * NOISE_SIGMA[:, None, None]
+    table = measure_morphology(np.stack([galaxy, star]))
+    assert table["flags"].tolist() == ["", "fit_failed|fit_at_bound"]
+    assert table["detected"].all()
+    assert table["sersic_ok"].tolist() == [True, False]
+    assert np.isfinite(table["sersic_index"][0]) and np.isnan(table["sersic_index"][1])
+    assert np.isnan(table["sersic_half_light_radius_arcsec"][1])
+
+
 def test_a_mask_over_the_galaxy_flags_it_saturated():
     images = draw_galaxies([4.0, 4.0], [0.5, 0.5], [0.8, 0.8], [20.0, 20.0], seed=7)
     mask = np.zeros(images.shape, bool)
@@ -164,6 +181,7 @@ def assert_sane(table):
     assert ((table["sersic_index"][fitted] >= 0.3) & (table["sersic_index"][fitted] <= 8)).all()
     assert (table["sersic_half_light_radius_arcsec"][fitted] > 0).all()
     assert all("fit_failed" in flags for flags in table["flags"][~fitted])
+    assert np.isnan(table["sersic_index"][~fitted]).all()
 
 
 def test_real_face_on_spiral_with_its_psf(realdata_dir: Path):
@@ -204,7 +222,8 @@ def test_real_cosmos_blends_keep_neighbours_out_of_the_central_segment(realdata_
     assert checked >= 3
     for table in tables:
         assert_sane(table)
-    assert np.mean([table["sersic_ok"][0] for table in tables]) >= 0.8
+    # Fits at a bound (n = 8 or 0.3, mostly faint objects) count as failed: 6 of these 20.
+    assert np.mean([table["sersic_ok"][0] for table in tables]) >= 0.65
 
 
 def test_real_bleed_trail_mask_flags_saturated(realdata_dir: Path):

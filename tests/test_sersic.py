@@ -6,7 +6,13 @@ import torch
 from scipy.stats import spearmanr
 
 from galaxy_pipeline.evaluation.psf import hsc_psf_model, moffat_psf_image, prepare_psf
-from galaxy_pipeline.evaluation.sersic import SERSIC_INDEX_RANGE, _shape_scalars, fit_sersic
+from galaxy_pipeline.evaluation.sersic import (
+    BOUND_TOLERANCE,
+    SERSIC_INDEX_RANGE,
+    _shape_scalars,
+    fit_sersic,
+    near_bound,
+)
 from galaxy_pipeline.hsc import PIXEL_SCALE_ARCSEC, PSF_FWHM_ARCSEC, PSF_MOFFAT_BETA
 
 galsim = pytest.importorskip("galsim")
@@ -71,7 +77,7 @@ def test_noise_free_fits_recover_index_size_shape_and_centre():
     images = np.stack([draw(n, r, 0.6, 0.4, offset=o) for (n, r), o in zip(truth, offsets, strict=True)])
     fit = fit_sersic(images, np.full_like(images, 1e4), moffat_psf_image(FWHM), half_light_radius=np.full(8, 3.0))
     n_true, r_true = np.array(truth).T
-    assert fit.ok.all() and fit.converged.all()
+    assert fit.ok.all() and fit.converged.all() and not fit.at_bound.any()
     np.testing.assert_allclose(fit.sersic_index, n_true, rtol=0.12)
     np.testing.assert_allclose(fit.half_light_radius, r_true, rtol=0.06)
     np.testing.assert_allclose(fit.axis_ratio, 0.6, atol=0.03)
@@ -166,3 +172,27 @@ def test_nan_trial_parameters_do_not_crash_the_profile_table():
     scalars = _shape_scalars(params)
     assert torch.isnan(scalars[0, 5])
     assert torch.isfinite(scalars[1]).all()
+
+
+def test_near_bound_uses_a_share_of_the_log_range():
+    low, high = SERSIC_INDEX_RANGE
+    edge = np.exp(BOUND_TOLERANCE * np.log(high / low))
+    values = np.array([low, low * edge * 0.99, low * edge * 1.01, 1.0, high / edge * 0.99, high / edge * 1.01, high])
+    assert near_bound(values, low, high).tolist() == [True, True, False, False, False, True, True]
+    assert not near_bound(values[1:-1], low, high, tolerance=0.0).any()
+    assert not near_bound(np.array([np.nan]), low, high).any()
+
+
+def test_a_point_source_with_wings_beyond_the_psf_model_is_flagged_at_the_bound():
+    """A star whose PSF has stronger wings (Moffat beta 2) than the fit's PSF (beta 3) runs to n = 8."""
+    star = galsim.Moffat(beta=2.0, fwhm=FWHM).withFlux(1000.0)
+    image = star.drawImage(nx=STAMP, ny=STAMP, scale=PIXEL_SCALE_ARCSEC, offset=(0.5, 0.5)).array[None]
+    galaxy = draw(1.0, 3.0, 0.7, 0.2)[None]
+    images = np.concatenate([image, galaxy])
+    weights = np.full_like(images, 1e4)
+    fit = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius=[2.0, 3.0])
+    assert fit.sersic_index[0] > 0.95 * SERSIC_INDEX_RANGE[1]
+    assert fit.at_bound.tolist() == [True, False]
+    assert fit.ok.tolist() == [False, True]
+    unchecked = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius=[2.0, 3.0], bound_tolerance=0.0)
+    assert not unchecked.at_bound.any() and unchecked.ok[0]

@@ -81,7 +81,7 @@ SPEARMAN_TOLERANCE = 0.15
 """Pass criterion: the Spearman correlation of redshift with semi-major axis of generated galaxies is
 within this of the real one."""
 
-FLAGS: tuple[str, ...] = ("blank", "saturated", "not_detected", "off_centre", "fit_failed")
+FLAGS: tuple[str, ...] = ("blank", "saturated", "not_detected", "off_centre", "fit_failed", "fit_at_bound")
 """Measurement flags counted in the report (see :func:`measure_morphology`)."""
 
 SETTINGS_FILE = "settings.json"

@@ -28,7 +28,9 @@ Detection convention (one convention, applied identically to every image):
 8. The Sersic index and half-light radius come from a PSF-convolved Sersic fit with a free sky
    (:mod:`galaxy_pipeline.evaluation.sersic`) to ``D``, whose PSF is the per-band PSFs weighted by the
    source's contribution to ``D`` (``flux_b / sigma_b``); neighbours, grown by
-   ``NEIGHBOUR_GROW_PIXELS``, and bad pixels get weight 0.
+   ``NEIGHBOUR_GROW_PIXELS``, and bad pixels get weight 0. A fit that fails is flagged ``fit_failed``; one
+   that ends at a bound of n, r_e or q (n = 8 or 0.3: not a measurement) is also flagged ``fit_at_bound``.
+   Both leave ``sersic_ok`` False and the Sersic columns NaN.
 
 Every input image gives one row: an image without a central detection is a result (``detected=False``,
 measurements NaN, ``flags`` says why), never dropped.
@@ -444,6 +446,8 @@ def _finish_batch(batch: _Batch, found, psf_cube: np.ndarray, device: str, bar) 
                 row["sersic_half_light_radius"] = fit.half_light_radius[k]
             else:
                 row["flags"].append("fit_failed")
+                if fit.at_bound[k]:
+                    row["flags"].append("fit_at_bound")
     if bar is not None:
         bar.update(len(rows))
     return rows
@@ -463,9 +467,9 @@ def _to_table(rows: list[dict], model_psf: bool) -> Table:
     table["detected"] = np.array([row["detected"] for row in rows], dtype=bool)
     table["detected"].description = "a source was found at the image centre"
     table["sersic_ok"] = np.array([row["sersic_ok"] for row in rows], dtype=bool)
-    table["sersic_ok"].description = "the Sersic fit converged with a good residual"
+    table["sersic_ok"].description = "the Sersic fit converged with a good residual, no parameter at a bound"
     table["flags"] = np.array(["|".join(row["flags"]) for row in rows], dtype=str)
-    table["flags"].description = "'|'-joined: blank, saturated, not_detected, off_centre, fit_failed"
+    table["flags"].description = "'|'-joined: blank, saturated, not_detected, off_centre, fit_failed, fit_at_bound"
     specs = [
         ("x_centroid", "x_centroid", 1.0, u.pix, "centroid column of the central segment (0 = first pixel centre)"),
         ("y_centroid", "y_centroid", 1.0, u.pix, "centroid row of the central segment"),

@@ -24,6 +24,10 @@ subtracting a median, keeps de Vaucouleurs wings from being absorbed. The nonlin
 by Levenberg-Marquardt with analytic Jacobians (profile derivatives convolved by the same FFT; centre
 derivatives by spectral differentiation), for a whole batch of stamps at once; each stamp keeps its own
 damping and stops on its own.
+
+Bounds. A fit that ends at a bound of ``n``, ``r_e`` or ``q`` (within :data:`BOUND_TOLERANCE` of the
+bound's log range: the sigmoid keeping ``n`` inside its range flattens there, so a fit pushing past a
+bound stalls just short of it) has not measured that parameter: it is ``at_bound`` and not ``ok``.
 """
 
 from __future__ import annotations
@@ -38,10 +42,17 @@ from scipy.special import gammaincinv
 SERSIC_INDEX_RANGE: tuple[float, float] = (0.3, 8.0)
 """Bounds of the fitted Sersic index n."""
 
+BOUND_TOLERANCE = 0.02
+"""Share of a bounded parameter's log range (``n``, ``r_e``, ``q``) within which a fit counts as at the bound."""
+
+MIN_RADIUS_PIXELS = 0.05
+"""Lower bound of the fitted half-light radius r_e (pixels); the upper bound is twice the stamp side."""
+
 CORE_RADIUS_PIXELS = 0.5
 """Elliptical radius (pixels) inside which the profile's flux is computed analytically, not sampled."""
 
 _MAX_SHEAR = 0.9
+_MIN_AXIS_RATIO = (1.0 - _MAX_SHEAR) / (1.0 + _MAX_SHEAR)
 _N_SHAPE = 4
 _N_PARAMS = 6
 _SCALAR_STEP = 1e-5
@@ -69,8 +80,9 @@ class SersicFit:
             give ~0.16; 99% of real HSC galaxies give < 0.09.
         iterations: Levenberg-Marquardt iterations used.
         converged: the iterations met the tolerance before ``max_iter``.
+        at_bound: n at either bound, r_e at either bound, or q at its lower bound (see :func:`near_bound`).
         ok: converged, finite, positive amplitude, radius in range, centre inside the supersampled
-            box, and ``unexplained_fraction`` below the limit given to :func:`fit_sersic`.
+            box, not ``at_bound``, and ``unexplained_fraction`` below the limit given to :func:`fit_sersic`.
     """
 
     sersic_index: np.ndarray
@@ -85,7 +97,21 @@ class SersicFit:
     unexplained_fraction: np.ndarray
     iterations: np.ndarray
     converged: np.ndarray
+    at_bound: np.ndarray
     ok: np.ndarray
+
+
+def near_bound(values: np.ndarray, low: float, high: float, tolerance: float = BOUND_TOLERANCE) -> np.ndarray:
+    """Bool per value: within ``tolerance`` (share of ``log(high / low)``) of ``low`` or of ``high``.
+
+    Args:
+        values: positive parameter values (e.g. Sersic indices); NaN gives False.
+        low, high: the parameter's bounds (0 < low < high), in the values' unit.
+        tolerance: closeness as a share of the log range; 0 flags nothing.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        position = np.log(np.asarray(values, dtype=np.float64) / low) / math.log(high / low)
+    return (position < tolerance) | (position > 1.0 - tolerance)
 
 
 def _shape_scalars(params: torch.Tensor) -> torch.Tensor:
@@ -295,6 +321,7 @@ def fit_sersic(
     sky_prior_pixels: float = 0.0,
     oversampling: int = 5,
     box_half_width: int = 2,
+    bound_tolerance: float = BOUND_TOLERANCE,
     device: str | torch.device = "cpu",
 ) -> SersicFit:
     """Fit PSF-convolved Sersic profiles with a free constant sky to a batch of square stamps.
@@ -324,6 +351,8 @@ def fit_sersic(
             galaxy filling its stamp. 0 leaves the sky free.
         oversampling: sub-pixels per side in the supersampled central box.
         box_half_width: half-width in pixels of the supersampled central box.
+        bound_tolerance: a fit within this share of the log range of a bound of n, r_e or q is
+            ``at_bound`` (and not ``ok``); 0 disables the check.
         device: torch device of the fit (float32 throughout).
 
     Returns:
@@ -359,7 +388,7 @@ def fit_sersic(
     )
     model = _SersicModel(kernel, stamp_size, oversampling, box_half_width)
     index = torch.arange(n_stamps, device=device)
-    lower = torch.tensor([math.log(0.05), -9.0, -5.0, -5.0], device=device, dtype=dtype)
+    lower = torch.tensor([math.log(MIN_RADIUS_PIXELS), -9.0, -5.0, -5.0], device=device, dtype=dtype)
     upper = torch.tensor([math.log(2.0 * stamp_size), 9.0, 5.0, 5.0], device=device, dtype=dtype)
     lower = torch.cat([lower, torch.full((2,), centre - box_half_width, device=device)])
     upper = torch.cat([upper, torch.full((2,), centre + box_half_width, device=device)])
@@ -427,6 +456,11 @@ def fit_sersic(
     def numpy(values: torch.Tensor) -> np.ndarray:
         return values.detach().cpu().numpy()
 
+    at_bound = near_bound(numpy(physical["sersic_index"]), *SERSIC_INDEX_RANGE, bound_tolerance)
+    at_bound |= near_bound(numpy(radius), MIN_RADIUS_PIXELS, 2.0 * stamp_size, bound_tolerance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q_position = np.log(numpy(physical["axis_ratio"]) / _MIN_AXIS_RATIO) / -math.log(_MIN_AXIS_RATIO)
+    at_bound |= q_position < bound_tolerance
     return SersicFit(
         **{name: numpy(value).astype(np.float64) for name, value in physical.items()},
         x_centre=numpy(params[:, 4]).astype(np.float64),
@@ -437,5 +471,6 @@ def fit_sersic(
         unexplained_fraction=numpy(unexplained).astype(np.float64),
         iterations=numpy(iterations),
         converged=numpy(converged),
-        ok=numpy(ok),
+        at_bound=at_bound,
+        ok=numpy(ok) & ~at_bound,
     )
