@@ -289,6 +289,13 @@ def test_preset_config_file_and_flags_layer_in_order(tmp_path):
         parse_training_config(["--config", str(config_file)])
 
 
+def test_standard_preset_trains_the_colour_basis_on_a_larger_mock():
+    config = parse_training_config(["--preset", "standard"])
+    assert (config.unet_preset, config.flux_channel_basis, config.mock_galaxies) == ("standard", "colour", 20000)
+    assert config.prediction_type == "v_prediction" and config.output_dir == "outputs/standard"
+    assert parse_training_config(["--preset", "quickstart"]).flux_channel_basis == "bands"
+
+
 def test_the_readme_paper_config_command_resolves_to_the_paper_recipe(monkeypatch):
     readme = (REPO / "README.md").read_text()
     commands = [line.split("#")[0].strip() for line in readme.splitlines()]

@@ -50,6 +50,15 @@ def test_bfloat16_forward(unet):
     assert torch.isfinite(out.float()).all()
 
 
+@pytest.mark.parametrize("name", ["quickstart", "standard"])
+def test_cpu_presets_fold_pixels_and_keep_four_heads(name):
+    unet = RedshiftUNet2DModel.from_preset(name).eval()
+    assert unet.config.pixel_unshuffle_factor == 2 and unet.mid_block.attentions[0].heads == 4
+    with torch.no_grad():
+        out = unet(torch.randn(2, 5, 64, 64), torch.tensor([10, 900]), torch.tensor([0.3, 2.0])).sample
+    assert out.shape == (2, 5, 64, 64) and torch.isfinite(out).all()
+
+
 def test_paper_preset_has_four_head_attention():
     config = UNET_PRESETS["paper"]
     attention_channels = [
