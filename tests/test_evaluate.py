@@ -25,6 +25,7 @@ from galaxy_pipeline.evaluation.evaluate import COMPARED_QUANTITIES, detection_s
 from galaxy_pipeline.evaluation.figures import plot_redshift
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor, RedshiftPredictorConfig
 from galaxy_pipeline.evaluation.report import render_markdown, to_jsonable
+from galaxy_pipeline.evaluation.scorecard import SCORECARD_TOLERANCES
 from galaxy_pipeline.generate import with_scheduler
 from galaxy_pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
 
@@ -129,6 +130,19 @@ def test_report_figures_and_catalogues_with_a_predictor(evaluated, split):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 300
     assert report["files"]["figures"] == list(FIGURES)
+
+
+def test_report_markdown_leads_with_the_scorecard(evaluated):
+    report, out = evaluated
+    card = report["scorecard"]
+    assert card["n_judged"] + sum(cell["pass"] is None for cell in card["cells"]) == len(card["cells"])
+    assert {cell["quantity"] for cell in card["cells"]} == set(SCORECARD_TOLERANCES)
+    markdown = (out / "report.md").read_text()
+    assert f"**{card['n_pass']} of {card['n_judged']} cells pass.**" in markdown
+    section = markdown[markdown.index("## Scorecard") : markdown.index("## Detection")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| quantity")]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(SCORECARD_TOLERANCES)
+    assert all(row.count("PASS") + row.count("FAIL") + row.count(") - ") == len(card["cells"]) // 7 for row in rows)
 
 
 def test_without_predictor_the_report_says_so(pipe, split, evaluated, tmp_path):

@@ -57,6 +57,7 @@ from galaxy_pipeline.data.schema import IMAGE_KEY
 from galaxy_pipeline.evaluation.morphology import MORPHOLOGY_METRICS, measure_morphology
 from galaxy_pipeline.evaluation.photoz_metrics import photoz_metrics, photoz_metrics_by_bin
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor, predict_redshifts, predictor_features
+from galaxy_pipeline.evaluation.scorecard import scorecard
 from galaxy_pipeline.evaluation.statistics import (
     REDSHIFT_BIN_EDGES,
     compare_by_redshift_bin,
@@ -67,9 +68,12 @@ from galaxy_pipeline.evaluation.statistics import (
 from galaxy_pipeline.generate import with_scheduler
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 
-COMPARED_QUANTITIES: tuple[str, ...] = (*MORPHOLOGY_METRICS, "mag_i", "g_i")
+DERIVED_COLOURS: tuple[str, ...] = ("g_i", "r_z")
+"""Colours (AB mag) added to the measured tables: g - i and r - z bracket the 4000 A break from z = 0 to 1.5."""
+
+COMPARED_QUANTITIES: tuple[str, ...] = (*MORPHOLOGY_METRICS, "mag_i", *DERIVED_COLOURS)
 """Measured quantities compared per redshift bin: the paper's four morphology metrics, i-band AB
-magnitude and g - i colour (AB mag)."""
+magnitude and the g - i and r - z colours (AB mag)."""
 
 GRID_REDSHIFTS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9, 2.0)
 """Redshifts shown in the galaxy grid (fig5)."""
@@ -436,9 +440,11 @@ def _merge_and_report(batches, layout, pipe, redshifts, settings, context, grid,
         generated_features = np.concatenate([file["features"] for file in generated_pred])
         predictor_seconds = sum(float(file["seconds"]) for file in real_pred + generated_pred)
     for table in (real, generated):
-        table["g_i"] = table["mag_g"] - table["mag_i"]
-        table["g_i"].unit = table["mag_g"].unit
-        table["g_i"].description = "AB colour g - i"
+        for name in DERIVED_COLOURS:
+            first, second = name.split("_")
+            table[name] = table[f"mag_{first}"] - table[f"mag_{second}"]
+            table[name].unit = table[f"mag_{first}"].unit
+            table[name].description = f"AB colour {first} - {second}"
     real.write(layout.out_dir / "galaxies_real.ecsv", format="ascii.ecsv", overwrite=True)
     generated.write(layout.out_dir / "galaxies_generated.ecsv", format="ascii.ecsv", overwrite=True)
 
@@ -462,6 +468,7 @@ def _merge_and_report(batches, layout, pipe, redshifts, settings, context, grid,
             "clipped: the sampler may be diverging (too few steps, or an undertrained model)."
         )
 
+    morphology = _morphology_comparison(real, generated, context)
     report: dict[str, Any] = {
         "galaxy_pipeline_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -504,7 +511,8 @@ def _merge_and_report(batches, layout, pipe, redshifts, settings, context, grid,
             "real": detection_summary(real, bin_edges),
             "generated": detection_summary(generated, bin_edges),
         },
-        "morphology": _morphology_comparison(real, generated, context),
+        "morphology": morphology,
+        "scorecard": scorecard(morphology["by_bin"]),
         "spearman": _spearman_checks(real, generated),
         "photoz": None,
         "frechet": None,

@@ -33,6 +33,7 @@ LABELS: dict[str, str] = {
     "mag_i": "i-band magnitude [AB mag]",
     "g_i": "g - i colour [AB mag]",
     "g_r": "g - r colour [AB mag]",
+    "r_z": "r - z colour [AB mag]",
 }
 """Axis label (with units) of each measured quantity."""
 

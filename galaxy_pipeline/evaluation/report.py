@@ -64,6 +64,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report.get("notes"):
         lines.append("")
 
+    if report.get("scorecard"):
+        lines += _scorecard_lines(report["scorecard"])
     lines += [
         "## Detection",
         "",
@@ -162,6 +164,42 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines += ["## Timings", ""]
         lines += _table(["stage", "seconds"], [[key, _number(value)] for key, value in timings.items()])
     return "\n".join(lines)
+
+
+def _scorecard_lines(card: Mapping[str, Any]) -> list[str]:
+    """The scorecard as one table: a row per quantity, a column per redshift bin."""
+    tolerances = ", ".join(
+        f"{name} {value:g}" + (" (relative)" if kind == "relative" else "")
+        for name, (kind, value) in card["tolerances"].items()
+    )
+    lines = [
+        "## Scorecard",
+        "",
+        f"**{card['n_pass']} of {card['n_judged']} cells pass.** A cell passes when |generated median - real median| "
+        f"is within its tolerance ({tolerances}); bins with fewer than {card['min_real']} real galaxies are not "
+        "judged (-). Each cell: real median [bootstrap 95% CI] / generated median (KS p-value) verdict.",
+        "",
+    ]
+    cells = card["cells"]
+    bins = list(dict.fromkeys((cell["z_min"], cell["z_max"]) for cell in cells))
+    rows = []
+    for quantity in dict.fromkeys(cell["quantity"] for cell in cells):
+        row = [quantity]
+        for cell in (cell for cell in cells if cell["quantity"] == quantity):
+            verdict = {True: "PASS", False: "FAIL", None: "-"}[cell["pass"]]
+            row.append(
+                f"{_number(cell['real_median'])} [{_number(cell['real_median_ci_low'])}, "
+                f"{_number(cell['real_median_ci_high'])}] / {_number(cell['generated_median'])} "
+                f"(p {_number(cell['ks_pvalue'])}) {verdict}"
+            )
+        rows.append(row)
+    header = ["quantity"] + [f"z {low:g}-{high:g} (N {_bin_count(cells, low)})" for low, high in bins]
+    return lines + _table(header, rows)
+
+
+def _bin_count(cells: list[Mapping[str, Any]], z_min: float) -> int:
+    """Real galaxies in the bin starting at ``z_min`` (the largest count over quantities: detections vary)."""
+    return max(cell["n_real"] for cell in cells if cell["z_min"] == z_min)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
