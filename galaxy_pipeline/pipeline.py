@@ -14,7 +14,7 @@ import inspect
 import os
 import reprlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -93,6 +93,7 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(self, unet: RedshiftUNet2DModel, scheduler: SchedulerMixin, flux_transform: FluxTransform):
         super().__init__()
@@ -193,6 +194,9 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         allow_extrapolation: bool = False,
         guidance_scale: float = 1.0,
         batch_size: int | None = DEFAULT_BATCH_SIZE,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ) -> GalaxyPipelineOutput | tuple:
         """Generate galaxies at redshift(s) ``z``.
 
@@ -211,6 +215,13 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             batch_size: images denoised at once (default 256), which bounds memory for long lists such
                 as all 40,914 test redshifts of GalaxiesML; ``None`` denoises all at once. With one
                 ``generator`` the noise depends on the batching; with one generator per image it does not.
+            latents: starting noise in model space, shape (number of images, 5, H, W), used instead of
+                drawing it from ``generator`` (stochastic samplers still draw their per-step noise from it).
+            callback_on_step_end: called after every denoising step as ``callback(pipe, step_index,
+                timestep, {name: tensor})`` with the tensors named in ``callback_on_step_end_tensor_inputs``
+                (``"latents"``: the current batch in model space); a returned ``"latents"`` replaces it.
+                Setting ``pipe._interrupt = True`` inside it stops denoising (``pipe.interrupt``).
+            callback_on_step_end_tensor_inputs: the tensors passed to the callback (only ``"latents"``).
 
         Returns:
             :class:`GalaxyPipelineOutput` with ``images`` and the ``redshifts`` they were made at,
@@ -223,6 +234,9 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         _check_generator(generator, allow_list=True)
         if isinstance(generator, list) and len(generator) != redshifts.size:
             raise ValueError(f"Got {len(generator)} generators for {redshifts.size} images; give one per image.")
+        self._check_latents(latents, redshifts.size)
+        self._check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        self._interrupt = False
         batch_size = batch_size or redshifts.size
         starts = range(0, redshifts.size, batch_size)
         progress = self.progress_bar(total=len(starts) * num_inference_steps)
@@ -230,14 +244,21 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         for start in starts:
             stop = min(start + batch_size, redshifts.size)
             batch_generator = generator[start:stop] if isinstance(generator, list) else generator
-            noise = randn_tensor(
-                (stop - start, *self._image_shape), generator=batch_generator, device=self._execution_device
-            )
-            samples.append(
-                self._denoise(
-                    noise, redshifts[start:stop], batch_generator, num_inference_steps, guidance_scale, progress
+            if latents is None:
+                noise = randn_tensor(
+                    (stop - start, *self._image_shape), generator=batch_generator, device=self._execution_device
                 )
+            else:
+                noise = latents[start:stop].to(self._execution_device, torch.float32)
+            sampling = _Sampling(
+                batch_generator,
+                num_inference_steps,
+                guidance_scale,
+                progress,
+                callback_on_step_end,
+                tuple(callback_on_step_end_tensor_inputs),
             )
+            samples.append(self._denoise(noise, redshifts[start:stop], sampling))
         progress.close()
         images = self._convert(torch.cat(samples), output_type)
         if not return_dict:
@@ -278,11 +299,17 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             self.scheduler = DDIMScheduler.from_config(scheduler.config)
         try:
             progress = self.progress_bar(total=num_inference_steps)
-            sample = self._denoise(noise, all_redshifts, None, num_inference_steps, guidance_scale, progress)
+            self._interrupt = False
+            sample = self._denoise(noise, all_redshifts, _Sampling(None, num_inference_steps, guidance_scale, progress))
             progress.close()
         finally:
             self.scheduler = scheduler
         return GalaxyPipelineOutput(images=self._convert(sample, output_type), redshifts=all_redshifts)
+
+    @property
+    def interrupt(self) -> bool:
+        """True once a step callback has set ``pipe._interrupt = True``: the remaining steps are skipped."""
+        return getattr(self, "_interrupt", False)
 
     @property
     def _image_shape(self) -> tuple[int, int, int]:
@@ -315,8 +342,30 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             )
         return num_inference_steps
 
-    def _denoise(self, sample, redshifts, generator, num_inference_steps, guidance_scale, progress) -> torch.Tensor:
+    def _check_latents(self, latents: torch.Tensor | None, count: int) -> None:
+        if latents is None:
+            return
+        expected = (count, *self._image_shape)
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != expected:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ValueError(
+                f"latents must be a tensor of shape {expected} (one per image: redshifts x num_images_per_redshift, "
+                f"then the model's channels and pixels); got {shape}."
+            )
+
+    def _check_callback(self, callback: Callable | None, tensor_inputs: Sequence[str]) -> None:
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback_on_step_end must be callable; got {_short(callback)}.")
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not available; choose from "
+                f"{self._callback_tensor_inputs}."
+            )
+
+    def _denoise(self, sample: torch.Tensor, redshifts: np.ndarray, sampling: _Sampling) -> torch.Tensor:
         """Run the reverse diffusion from noise ``sample`` (model space, float32) at ``redshifts``."""
+        generator, num_inference_steps, guidance_scale = sampling.generator, sampling.steps, sampling.guidance_scale
         redshift = torch.as_tensor(redshifts, dtype=torch.float32, device=sample.device)
         guided = guidance_scale != 1
         if guided:
@@ -329,7 +378,9 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         # Stochastic samplers (DDPM) draw noise from the generator; others (UniPC) take no generator argument.
         takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
-        for timestep in self.scheduler.timesteps:
+        for index, timestep in enumerate(self.scheduler.timesteps):
+            if self.interrupt:
+                continue
             model_input = self.scheduler.scale_model_input(sample, timestep).to(self.unet.dtype)
             if guided:
                 both = self.unet(model_input.repeat(2, 1, 1, 1), timestep, redshift, drop_redshift=drop).sample
@@ -338,7 +389,10 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             else:
                 noise = self.unet(model_input, timestep, redshift).sample.float()
             sample = self.scheduler.step(noise, timestep, sample, **step_kwargs).prev_sample
-            progress.update(1)
+            if sampling.callback is not None:
+                tensors = {name: sample for name in sampling.callback_tensor_inputs}
+                sample = sampling.callback(self, index, timestep, tensors).get("latents", sample)
+            sampling.progress.update(1)
         self.unet.train(was_training)
         return self._clip_to_model_space(sample)
 
@@ -364,6 +418,18 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         if output_type == "pil":
             return to_pil(fluxes.cpu().numpy())
         return fluxes.cpu().numpy()
+
+
+@dataclass
+class _Sampling:
+    """How one batch is denoised: its generator(s), steps, guidance, progress bar and step callback."""
+
+    generator: torch.Generator | list[torch.Generator] | None
+    steps: int
+    guidance_scale: float
+    progress: object
+    callback: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None
+    callback_tensor_inputs: Sequence[str] = ("latents",)
 
 
 def _check_finite_weights(unet: torch.nn.Module, folder: str | os.PathLike) -> None:

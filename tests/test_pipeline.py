@@ -149,6 +149,12 @@ def test_diverging_sampler_is_clipped_with_a_warning(tiny_pipeline):
         ({"z": 0.5, "num_inference_steps": 0}, "positive integer"),
         ({"z": 0.5, "output_type": "jpeg"}, "output_type"),
         ({"z": [0.1, 0.2], "generator": [torch.Generator()]}, "one per image"),
+        (
+            {"z": [0.1, 0.2], "latents": torch.zeros(1, 5, 16, 16)},
+            r"latents must be a tensor of shape \(2, 5, 16, 16\)",
+        ),
+        ({"z": 0.5, "callback_on_step_end": "print"}, "callable"),
+        ({"z": 0.5, "callback_on_step_end_tensor_inputs": ["noise"]}, r"\['noise'\] are not available"),
     ],
 )
 def test_bad_input_raises_value_error_naming_the_problem(tiny_pipeline, kwargs, message):
@@ -266,3 +272,52 @@ def test_long_redshift_lists_are_denoised_in_bounded_batches(monkeypatch):
     out = pipe(z=np.linspace(0.1, 3.0, DEFAULT_BATCH_SIZE + 10), num_inference_steps=1, output_type="model")
     assert batch_sizes == [DEFAULT_BATCH_SIZE, 10]
     assert out.images.shape == (DEFAULT_BATCH_SIZE + 10, 5, 8, 8) and np.isfinite(out.images).all()
+
+
+def test_given_latents_replace_the_drawn_noise(tiny_pipeline):
+    """latents= is the starting noise: passing the noise a generator would draw gives the same images."""
+    tiny_pipeline.scheduler = DDIMScheduler.from_config(tiny_pipeline.scheduler.config)  # no per-step noise
+    drawn = generate(tiny_pipeline, z=[0.3, 1.2], output_type="model").images
+    noise = torch.randn((2, *tiny_pipeline._image_shape), generator=torch.manual_seed(0))
+    given = tiny_pipeline(z=[0.3, 1.2], latents=noise, num_inference_steps=STEPS, output_type="model").images
+    np.testing.assert_allclose(given, drawn, rtol=1e-5, atol=1e-5)
+    other = tiny_pipeline(z=[0.3, 1.2], latents=-noise, num_inference_steps=STEPS, output_type="model").images
+    assert not np.allclose(other, drawn)
+    batched = tiny_pipeline(z=[0.3, 1.2], latents=noise, num_inference_steps=STEPS, output_type="model", batch_size=1)
+    np.testing.assert_allclose(batched.images, given, rtol=1e-4, atol=1e-4)
+
+
+def test_step_callback_sees_every_step_and_can_replace_the_latents(tiny_pipeline):
+    seen = []
+
+    def record(pipe, step_index, timestep, tensors):
+        seen.append((step_index, int(timestep), tuple(tensors["latents"].shape)))
+        return tensors
+
+    plain = generate(tiny_pipeline, z=[0.3, 1.2], output_type="model").images
+    recorded = generate(tiny_pipeline, z=[0.3, 1.2], output_type="model", callback_on_step_end=record).images
+    np.testing.assert_array_equal(recorded, plain)  # returning the tensors unchanged changes nothing
+    assert [index for index, _, _ in seen] == list(range(STEPS))
+    assert [timestep for _, timestep, _ in seen] == [int(t) for t in tiny_pipeline.scheduler.timesteps]
+    assert {shape for _, _, shape in seen} == {(2, *tiny_pipeline._image_shape)}
+
+    def zero_at_last_step(pipe, step_index, timestep, tensors):
+        return {"latents": torch.zeros_like(tensors["latents"])} if step_index == STEPS - 1 else {}
+
+    zeroed = generate(tiny_pipeline, z=0.3, output_type="model", callback_on_step_end=zero_at_last_step).images
+    np.testing.assert_array_equal(zeroed, np.zeros_like(zeroed))
+
+
+def test_interrupt_from_the_callback_skips_the_remaining_steps(tiny_pipeline):
+    steps_run = []
+
+    def stop_after_two(pipe, step_index, timestep, tensors):
+        steps_run.append(step_index)
+        if step_index == 1:
+            pipe._interrupt = True
+        return tensors
+
+    generate(tiny_pipeline, z=0.3, callback_on_step_end=stop_after_two)
+    assert steps_run == [0, 1] and tiny_pipeline.interrupt
+    generate(tiny_pipeline, z=0.3)
+    assert not tiny_pipeline.interrupt  # every call starts uninterrupted
