@@ -262,7 +262,8 @@ def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
         "--scheduler",
         choices=SCHEDULER_NAMES,
         default=None,
-        help="sampler (default: the trained DDPM; recommended: ddim with --steps 50, see README)",
+        help="sampler (default: the trained DDPM; recommended: dpm --steps 10-25 for previews, ddim --steps 50 for "
+        "exams; docs/sampling.md)",
     )
     parser.add_argument(
         "--steps", type=int, default=None, help="denoising steps (default: all training steps for DDPM, 50 others)"
