@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from galaxy_pipeline import __version__
+from galaxy_pipeline.data.mock_population import DEFAULT_POPULATION, POPULATIONS
 from galaxy_pipeline.schedulers import SCHEDULER_NAMES
 
 USER_ERRORS = (ValueError, OSError, KeyError)
@@ -190,7 +191,12 @@ def run_data_mock(args: argparse.Namespace) -> int:
         import_galsim()
     except ImportError as error:
         raise ValueError(str(error)) from error
-    options = {"workers": args.workers, "progress": not args.quiet, "overwrite": args.overwrite}
+    options = {
+        "workers": args.workers,
+        "progress": not args.quiet,
+        "overwrite": args.overwrite,
+        "population": args.population,
+    }
     if args.splits is None:
         written = [write_mock(args.out, args.n, args.seed, **options)]
     else:
@@ -297,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="FRACTION",
         help="write train/validation/test files named as GalaxiesML's into --out; fractions default 0.8 0.1 0.1",
+    )
+    mock.add_argument(
+        "--population",
+        choices=sorted(POPULATIONS),
+        default=DEFAULT_POPULATION,
+        help=f"galaxy population (default {DEFAULT_POPULATION}; blue_compact is held out for exams, docs/data.md)",
     )
     mock.add_argument("--workers", type=int, default=None, help="worker processes (default: every CPU)")
     mock.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -194,3 +194,57 @@ def test_cli_writes_a_file_then_refuses_to_overwrite_it(tmp_path, capsys):
     assert main(["data", "mock", "--n", "10", "--out", str(tmp_path / "splits"), "--splits", "--quiet"]) == 0
     sizes = [len(read_all(tmp_path / "splits" / name)["object_id"]) for name in SPLIT_FILE_NAMES.values()]
     assert sizes == [8, 1, 1]
+
+
+def _population_summary(population: str, z: float, n: int = 300) -> dict[str, float]:
+    galaxies = [
+        mock_population.draw_galaxy(np.random.default_rng([9, k]), redshift=z, population=population) for k in range(n)
+    ]
+    return {
+        "size": float(
+            np.median(
+                [
+                    g.bulge_fraction_i * g.bulge_hlr_arcsec + (1 - g.bulge_fraction_i) * g.disk_hlr_arcsec
+                    for g in galaxies
+                ]
+            )
+        ),
+        "early": float(np.mean([g.early_type for g in galaxies])),
+        "bulge_fraction": float(np.median([g.bulge_fraction_i for g in galaxies])),
+        "g_i": float(np.median([g.magnitudes[0] - g.magnitudes[2] for g in galaxies])),
+    }
+
+
+def test_the_held_out_population_differs_in_types_colours_and_sizes():
+    """blue_compact: fewer and weaker bulges, bluer disks, smaller galaxies, at the same redshift and seeds."""
+    for z, bluer_by in ((0.2, 0.1), (0.8, 0.02)):
+        fiducial, held_out = _population_summary("fiducial", z), _population_summary("blue_compact", z)
+        assert held_out["early"] < 0.7 * fiducial["early"]
+        assert held_out["bulge_fraction"] < fiducial["bulge_fraction"]
+        assert held_out["g_i"] < fiducial["g_i"] - bluer_by
+        assert held_out["size"] < 0.9 * fiducial["size"]
+
+
+def test_population_is_recorded_and_checked(tmp_path, capsys):
+    out = tmp_path / "held_out.hdf5"
+    arguments = ["data", "mock", "--n", "4", "--out", str(out), "--workers", "1", "--quiet"]
+    assert main([*arguments, "--population", "blue_compact"]) == 0
+    with h5py.File(out, "r") as file:
+        assert file.attrs["population"] == "blue_compact"
+    held_out = read_all(out)
+    fiducial = read_all(write_mock(tmp_path / "fiducial.hdf5", 4, seed=0, workers=1, progress=False))
+    assert not np.array_equal(held_out[IMAGE_KEY], fiducial[IMAGE_KEY])
+    with pytest.raises(ValueError, match="population must be one of"):
+        simulate_galaxies(2, seed=0, population="spirals")
+    with pytest.raises(SystemExit):
+        main([*arguments, "--overwrite", "--population", "spirals"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_mock_cache_folders_name_their_population():
+    from galaxy_pipeline.data.mock_dataset import mock_dataset_name
+
+    assert mock_dataset_name(4000, 0) == "mock-n4000-seed0"
+    assert mock_dataset_name(20000, 1, "blue_compact") == "mock-n20000-seed1-blue_compact"
+    with pytest.raises(ValueError, match="population must be one of"):
+        mock_dataset_name(10, 0, "spirals")

@@ -370,3 +370,21 @@ def test_redshift_dropout_trains_a_guidable_pipeline(dataset_dir, tmp_path):
     low, high = pipe.redshift_range
     out = pipe(z=[low, high], guidance_scale=2.0, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
     assert np.isfinite(out.images).all()
+
+
+def test_mock_population_reaches_the_mock_it_trains_on(tmp_path, monkeypatch):
+    requested = {}
+
+    def record_and_stop(n, seed, cache_dir, population):
+        requested.update(n=n, seed=seed, population=population)
+        raise RuntimeError("mock requested")
+
+    monkeypatch.setattr(trainer, "ensure_mock_dataset", record_and_stop)
+    config = parse_training_config(
+        ["--preset", "quickstart", "--mock_population", "blue_compact", "--output_dir", str(tmp_path / "run")]
+    )
+    with pytest.raises(RuntimeError, match="mock requested"):
+        train(config)
+    assert requested == {"n": 4000, "seed": 0, "population": "blue_compact"}
+    with pytest.raises(ValueError, match="mock_population='spirals'"):
+        parse_training_config(["--mock_population", "spirals"])

@@ -38,7 +38,7 @@ Columns (N rows; shapes after N; float32 unless said otherwise):
   +x (column) axis of ``image``, in [0, 180).
 - ``true_x_offset_pix``, ``true_y_offset_pix``: sub-pixel offset of the centre from pixel (32, 32).
 
-File attributes record the generator, seed, pixel scale, PSF and per-band pixel noise sigma.
+File attributes record the generator, seed, population, pixel scale, PSF and per-band pixel noise sigma.
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from galaxy_pipeline.data.mock_population import (
+    DEFAULT_POPULATION,
     REDSHIFT_RANGE,
     MockGalaxy,
     draw_galaxy,
+    get_population,
     import_galsim,
     photometry_tables,
 )
@@ -260,21 +262,24 @@ def catalog_row(galaxy: MockGalaxy, index: int) -> dict[str, Any]:
 
 
 def simulate_galaxy(
-    seed: int, index: int, redshift: float | None = None, noise: bool = True
+    seed: int, index: int, redshift: float | None = None, noise: bool = True, population: str = DEFAULT_POPULATION
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Image (5, 64, 64) and catalog row of galaxy ``index`` of seed ``seed`` (at ``redshift`` if given)."""
     parameter_seed, noise_seed = np.random.SeedSequence([seed, index]).spawn(2)
-    galaxy = draw_galaxy(np.random.default_rng(parameter_seed), redshift=redshift)
+    galaxy = draw_galaxy(np.random.default_rng(parameter_seed), redshift=redshift, population=population)
     image = render_galaxy(galaxy, np.random.default_rng(noise_seed) if noise else None)
     return image, catalog_row(galaxy, index)
 
 
-def _simulate_task(task: tuple[int, int, float | None, bool]) -> tuple[np.ndarray, dict[str, Any]]:
+def _simulate_task(task: tuple[int, int, float | None, bool, str]) -> tuple[np.ndarray, dict[str, Any]]:
     return simulate_galaxy(*task)
 
 
-def _check_request(n: int, seed: int, redshifts: Sequence[float] | None, workers: int | None) -> int:
+def _check_request(
+    n: int, seed: int, redshifts: Sequence[float] | None, workers: int | None, population: str = DEFAULT_POPULATION
+) -> int:
     """Validate the arguments shared by the public functions; returns the number of workers."""
+    get_population(population)
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive number of galaxies; got {n!r}.")
     if int(seed) != seed or seed < 0:
@@ -293,13 +298,20 @@ def _check_request(n: int, seed: int, redshifts: Sequence[float] | None, workers
 
 
 def _generate(
-    seed: int, indices: range, redshifts: Sequence[float] | None, noise: bool, workers: int, progress: bool
+    seed: int,
+    indices: range,
+    redshifts: Sequence[float] | None,
+    noise: bool,
+    workers: int,
+    progress: bool,
+    population: str = DEFAULT_POPULATION,
 ) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
     """Galaxies ``indices`` in order, drawn by ``workers`` processes, with a progress bar."""
     photometry_tables()  # built once here, inherited by forked workers
     pixel_noise_sigma()
     tasks = (
-        (seed, index, None if redshifts is None else float(redshifts[k]), noise) for k, index in enumerate(indices)
+        (seed, index, None if redshifts is None else float(redshifts[k]), noise, population)
+        for k, index in enumerate(indices)
     )
     bar = functools.partial(tqdm, total=len(indices), desc="mock galaxies", unit="gal", disable=not progress)
     if workers == 1:
@@ -320,6 +332,7 @@ def simulate_galaxies(
     first_index: int = 0,
     workers: int = 1,
     progress: bool = False,
+    population: str = DEFAULT_POPULATION,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """In-memory mock: images (n, 5, 64, 64) float32 and catalog columns, for galaxies
     ``first_index .. first_index + n - 1`` of ``seed`` (the same galaxies :func:`write_mock` writes).
@@ -327,10 +340,12 @@ def simulate_galaxies(
     Args:
         redshifts: draw galaxy k at ``redshifts[k]`` instead of from p(z) (for tests and figures).
         noise: add sky noise; without it the images are the PSF-convolved, pixel-integrated galaxies.
+        population: a name of :data:`~galaxy_pipeline.data.mock_population.POPULATIONS`.
     """
-    workers = _check_request(n, seed, redshifts, workers)
+    workers = _check_request(n, seed, redshifts, workers, population)
     images, rows = [], []
-    for image, row in _generate(seed, range(first_index, first_index + n), redshifts, noise, workers, progress):
+    indices = range(first_index, first_index + n)
+    for image, row in _generate(seed, indices, redshifts, noise, workers, progress, population):
         images.append(image)
         rows.append(row)
     return np.stack(images), _stack_rows(rows)
@@ -363,6 +378,7 @@ def _write(
     redshifts: Sequence[float] | None,
     workers: int,
     progress: bool,
+    population: str,
 ) -> Path:
     """Write galaxies ``indices`` to ``path`` through a temporary file in the same folder, in chunks."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +394,7 @@ def _write(
             file.attrs.update(
                 generator="galaxy_pipeline.data.mock",
                 seed=seed,
+                population=population,
                 first_index=indices.start,
                 bands=",".join(BANDS),
                 pixel_scale_arcsec=PIXEL_SCALE_ARCSEC,
@@ -389,7 +406,7 @@ def _write(
                 mag_zero_point=MAG_ZERO_POINT,
             )
             buffer_images, buffer_rows, start = [], [], 0
-            for image, row in _generate(seed, indices, redshifts, True, workers, progress):
+            for image, row in _generate(seed, indices, redshifts, True, workers, progress, population):
                 buffer_images.append(image)
                 buffer_rows.append(row)
                 if len(buffer_rows) == WRITE_CHUNK_ROWS or start + len(buffer_rows) == n:
@@ -413,6 +430,7 @@ def write_mock(
     *,
     redshifts: Sequence[float] | None = None,
     overwrite: bool = False,
+    population: str = DEFAULT_POPULATION,
 ) -> Path:
     """Write ``n`` mock galaxies (indices 0 .. n-1 of ``seed``) to one GalaxiesML-schema HDF5 file.
 
@@ -424,11 +442,12 @@ def write_mock(
         progress: show a progress bar.
         redshifts: draw galaxy k at ``redshifts[k]`` (length n) instead of from p(z).
         overwrite: replace an existing file instead of raising FileExistsError.
+        population: a name of :data:`~galaxy_pipeline.data.mock_population.POPULATIONS`.
     """
-    workers = _check_request(n, seed, redshifts, workers)
+    workers = _check_request(n, seed, redshifts, workers, population)
     path = Path(path)
     _check_writable(path, overwrite)
-    return _write(path, seed, range(n), redshifts, workers, progress)
+    return _write(path, seed, range(n), redshifts, workers, progress, population)
 
 
 def split_sizes(n: int, fractions: Sequence[float]) -> tuple[int, ...]:
@@ -455,13 +474,14 @@ def write_mock_splits(
     progress: bool = True,
     *,
     overwrite: bool = False,
+    population: str = DEFAULT_POPULATION,
 ) -> dict[str, Path]:
     """Write ``n`` mock galaxies of ``seed`` split into train/validation/test files named as GalaxiesML's.
 
     The splits hold consecutive galaxy indices (train first), so every ``object_id`` is unique and
     the files are those :func:`write_mock` would write for the same indices. Returns split -> path.
     """
-    workers = _check_request(n, seed, None, workers)
+    workers = _check_request(n, seed, None, workers, population)
     sizes = split_sizes(n, fractions)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -471,6 +491,6 @@ def write_mock_splits(
         _check_writable(path, overwrite)
     start = 0
     for path, size in zip(paths.values(), sizes, strict=True):
-        _write(path, seed, range(start, start + size), None, min(workers, size), progress)
+        _write(path, seed, range(start, start + size), None, min(workers, size), progress, population)
         start += size
     return paths

@@ -9,22 +9,32 @@ from pathlib import Path
 
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
 from galaxy_pipeline.data.mock import write_mock_splits
+from galaxy_pipeline.data.mock_population import DEFAULT_POPULATION, get_population
 
 
-def ensure_mock_dataset(n: int, seed: int, cache_dir: str | os.PathLike, progress: bool = True) -> Path:
+def mock_dataset_name(n: int, seed: int, population: str = DEFAULT_POPULATION) -> str:
+    """Cache folder name of a mock: ``mock-n{n}-seed{seed}``, with ``-{population}`` unless fiducial."""
+    get_population(population)
+    suffix = "" if population == DEFAULT_POPULATION else f"-{population}"
+    return f"mock-n{n}-seed{seed}{suffix}"
+
+
+def ensure_mock_dataset(
+    n: int, seed: int, cache_dir: str | os.PathLike, progress: bool = True, population: str = DEFAULT_POPULATION
+) -> Path:
     """Path of a converted mock of ``n`` galaxies (80/10/10 train/validation/test) for ``seed``.
 
-    The first call draws the mock with GalSim and converts it (a few minutes for thousands of
-    galaxies); later calls return the cached folder. The folder appears only once complete.
+    The first call draws the mock of ``population`` with GalSim and converts it (a few minutes for
+    thousands of galaxies); later calls return the cached folder. The folder appears only once complete.
     """
     cache_dir = Path(cache_dir).expanduser()
-    dataset_dir = cache_dir / f"mock-n{n}-seed{seed}"
+    dataset_dir = cache_dir / mock_dataset_name(n, seed, population)
     if dataset_dir.is_dir():
         return dataset_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}-", dir=cache_dir))
     try:
-        files = write_mock_splits(work / "hdf5", n=n, seed=seed, progress=progress)
+        files = write_mock_splits(work / "hdf5", n=n, seed=seed, progress=progress, population=population)
         convert_galaxiesml(files, work / "dataset", progress=progress)
         os.replace(work / "dataset", dataset_dir)
     finally:

@@ -6,7 +6,9 @@ al. 2000; the templates ship with GalSim). LSST g,r,i,z,y throughputs (also ship
 stand in for the HSC filters. Each galaxy is drawn from its own random stream, so galaxy ``index``
 of seed ``seed`` is the same whatever else is drawn.
 
-The recipe, in drawing order (constants below):
+The recipe, in drawing order, with the numbers of the ``fiducial`` population (:data:`POPULATIONS`
+holds every population's numbers; ``blue_compact`` changes the luminosity function, SED mix, size
+evolution and bulge fractions, so that a recipe can be examined on galaxies it was not tuned on):
 
 1. Redshift from p(z) ~ z^1.5 exp(-z / 0.294) on [0.01, 4] (93% below z = 1.5), or given.
 2. Early type (bulge-dominated) with probability 0.45 / (1 + z); otherwise late type, whose disk
@@ -42,13 +44,7 @@ REFERENCE_BAND = "r"
 """Absolute magnitudes are AB magnitudes in the rest-frame LSST r band."""
 
 REDSHIFT_RANGE: tuple[float, float] = (0.01, 4.0)
-REDSHIFT_POWER, REDSHIFT_SCALE = 1.5, 0.294
-EARLY_FRACTION_AT_Z0 = 0.45
-DISK_TEMPLATE_WEIGHTS: tuple[float, ...] = (0.45, 0.35, 0.20)
-"""Sbc, Scd, Im shares of late-type disks at z = 0; scaled by (1+z)^-1, 1, (1+z) at redshift z."""
-
-SCHECHTER: dict[bool, tuple[float, float, float]] = {True: (-21.4, -0.5, 1.0), False: (-21.1, -1.3, 1.5)}
-"""Early type? -> (M* at z = 0 in rest-frame r AB mag, faint-end slope alpha, evolution p of L* ~ (1+z)^p)."""
+"""Redshifts the mock draws and tabulates (every population)."""
 BRIGHTEST_BELOW_MSTAR = 3.0
 """The luminosity function is cut at M* - 3 mag."""
 I_MAG_BRIGHT_LIMIT = 17.0
@@ -57,14 +53,80 @@ I_MAG_FAINT_LIMIT = 25.0
 """Faintest apparent i magnitude drawn."""
 COMPLETENESS_MAG, COMPLETENESS_WIDTH = 22.5, 0.5
 """Spectroscopic completeness 1 / (1 + exp((i - 22.5) / 0.5)) weighting the luminosity function."""
-
-DISK_RADIUS_KPC, DISK_RADIUS_EVOLUTION, DISK_RADIUS_LUMINOSITY_SLOPE = 4.5, -0.75, 0.2
-BULGE_RADIUS_KPC, BULGE_RADIUS_EVOLUTION, BULGE_RADIUS_LUMINOSITY_SLOPE = 2.8, -1.3, 0.3
-DISK_RADIUS_SCATTER_DEX, BULGE_RADIUS_SCATTER_DEX = 0.18, 0.15
 MAX_DISK_RADIUS_ARCSEC, MAX_BULGE_RADIUS_ARCSEC = 3.0, 2.0
 """Caps of the half-light radii (a z < 0.03 giant would fill and overflow the 10.75" stamp)."""
 DISK_THICKNESS = 0.2
 """Edge-on axis ratio of disks."""
+
+
+@dataclass(frozen=True)
+class Population:
+    """The numbers of one mock galaxy population (redshift law, types, luminosities, sizes).
+
+    Magnitudes are rest-frame LSST-r AB; radii are half-light radii in kpc at z = 0 and M*.
+    """
+
+    redshift_power: float
+    """p(z) ~ z^power exp(-z / scale)."""
+    redshift_scale: float
+    early_fraction_at_z0: float
+    """Probability of an early (bulge-dominated) type at z = 0 ..."""
+    early_fraction_evolution: float
+    """... times (1 + z)^-evolution."""
+    disk_template_weights: tuple[float, float, float]
+    """Sbc, Scd, Im shares of late-type disks at z = 0; scaled by (1+z)^-1, 1, (1+z) at redshift z."""
+    early_bulge_to_total: tuple[float, float]
+    """Early types: r-band bulge-to-total ratio ~ U(low, high)."""
+    late_bulge_to_total: tuple[float, float, float]
+    """Late types: (scale, a, b): bulge-to-total ratio ~ scale Beta(a, b)."""
+    schechter: dict[bool, tuple[float, float, float]]
+    """Early type? -> (M* at z = 0 in mag, faint-end slope alpha, evolution p of L* ~ (1+z)^p)."""
+    disk_radius: tuple[float, float, float, float]
+    """Disks: (kpc at z = 0, exponent of (1 + z), slope in L / L*, log-normal scatter in dex)."""
+    bulge_radius: tuple[float, float, float, float]
+    """Bulges: the same four numbers."""
+
+
+POPULATIONS: dict[str, Population] = {
+    # The mock every preset was developed on.
+    "fiducial": Population(
+        redshift_power=1.5,
+        redshift_scale=0.294,
+        early_fraction_at_z0=0.45,
+        early_fraction_evolution=1.0,
+        disk_template_weights=(0.45, 0.35, 0.20),
+        early_bulge_to_total=(0.6, 1.0),
+        late_bulge_to_total=(0.4, 1.0, 4.0),
+        schechter={True: (-21.4, -0.5, 1.0), False: (-21.1, -1.3, 1.5)},
+        disk_radius=(4.5, -0.75, 0.2, 0.18),
+        bulge_radius=(2.8, -1.3, 0.3, 0.15),
+    ),
+    # A held-out population, never used to choose a recipe: fewer bulges that vanish faster with
+    # redshift and carry less of the light, bluer disks, a steeper and faster-brightening luminosity
+    # function for late types, and smaller galaxies that shrink faster.
+    "blue_compact": Population(
+        redshift_power=1.2,
+        redshift_scale=0.33,
+        early_fraction_at_z0=0.30,
+        early_fraction_evolution=2.0,
+        disk_template_weights=(0.25, 0.40, 0.35),
+        early_bulge_to_total=(0.45, 0.9),
+        late_bulge_to_total=(0.25, 1.5, 5.0),
+        schechter={True: (-21.0, -0.6, 0.6), False: (-20.8, -1.5, 2.2)},
+        disk_radius=(4.0, -1.0, 0.25, 0.22),
+        bulge_radius=(2.4, -1.1, 0.45, 0.2),
+    ),
+}
+"""Mock populations by name (``galaxy-pipeline data mock --population NAME``)."""
+DEFAULT_POPULATION = "fiducial"
+
+
+def get_population(name: str) -> Population:
+    """The population called ``name``; ValueError naming the choices otherwise."""
+    if name not in POPULATIONS:
+        raise ValueError(f"population must be one of {sorted(POPULATIONS)}; got {name!r}.")
+    return POPULATIONS[name]
+
 
 SKY_PATCH_DEG: tuple[float, float, float, float] = (149.0, 151.0, 1.0, 3.0)
 """(ra_min, ra_max, dec_min, dec_max) of the uniform random positions, around COSMOS."""
@@ -210,19 +272,20 @@ class MockGalaxy:
         return float(self.bulge_flux[i] / (self.bulge_flux[i] + self.disk_flux[i]))
 
 
-def draw_redshift(rng: np.random.Generator) -> float:
-    """One redshift from p(z) ~ z^1.5 exp(-z / 0.294) on [0.01, 4] (rejection from a Gamma law)."""
+def draw_redshift(rng: np.random.Generator, population: str = DEFAULT_POPULATION) -> float:
+    """One redshift from p(z) ~ z^power exp(-z / scale) on [0.01, 4] (rejection from a Gamma law)."""
+    numbers = get_population(population)
     while True:
-        z = rng.gamma(REDSHIFT_POWER + 1, REDSHIFT_SCALE)
+        z = rng.gamma(numbers.redshift_power + 1, numbers.redshift_scale)
         if REDSHIFT_RANGE[0] <= z <= REDSHIFT_RANGE[1]:
             return float(z)
 
 
 def _draw_absolute_magnitude(
-    rng: np.random.Generator, early_type: bool, z: float, i_offset: float, grid_size: int = 256
+    rng: np.random.Generator, schechter: tuple[float, float, float], z: float, i_offset: float, grid_size: int = 256
 ) -> float:
     """Rest-frame r absolute magnitude from the completeness-weighted Schechter law; i = M + i_offset."""
-    m_star_0, alpha, evolution = SCHECHTER[early_type]
+    m_star_0, alpha, evolution = schechter
     m_star = m_star_0 - 2.5 * evolution * np.log10(1 + z)
     brightest = max(m_star - BRIGHTEST_BELOW_MSTAR, I_MAG_BRIGHT_LIMIT - i_offset)
     faintest = max(I_MAG_FAINT_LIMIT - i_offset, brightest + 0.1)
@@ -236,21 +299,33 @@ def _draw_absolute_magnitude(
     return float(np.interp(rng.uniform(0, cdf[-1]), cdf, magnitude))
 
 
-def draw_galaxy(rng: np.random.Generator, redshift: float | None = None) -> MockGalaxy:
-    """Draw the true parameters of one galaxy (at ``redshift`` if given, else from p(z))."""
+def _radius_kpc(
+    rng: np.random.Generator, numbers: tuple[float, float, float, float], z: float, luminosity_ratio: float
+) -> float:
+    """Half-light radius in kpc: r0 (1 + z)^evolution (L / L*)^slope, log-normal scatter."""
+    radius_kpc, evolution, slope, scatter_dex = numbers
+    return radius_kpc * (1 + z) ** evolution * luminosity_ratio**slope * 10 ** rng.normal(0, scatter_dex)
+
+
+def draw_galaxy(
+    rng: np.random.Generator, redshift: float | None = None, population: str = DEFAULT_POPULATION
+) -> MockGalaxy:
+    """Draw the true parameters of one galaxy of ``population`` (at ``redshift`` if given, else from p(z))."""
+    numbers = get_population(population)
     tables = photometry_tables()
-    drawn_redshift = draw_redshift(rng)
+    drawn_redshift = draw_redshift(rng, population)
     z = drawn_redshift if redshift is None else float(redshift)
     k_correction, distance_modulus, angular_distance_kpc = tables.at(z)
 
-    early_type = bool(rng.uniform() < EARLY_FRACTION_AT_Z0 / (1 + z))
-    weights = np.array(DISK_TEMPLATE_WEIGHTS) * np.array([1 / (1 + z), 1.0, 1 + z])
+    early_type = bool(rng.uniform() < numbers.early_fraction_at_z0 / (1 + z) ** numbers.early_fraction_evolution)
+    weights = np.array(numbers.disk_template_weights) * np.array([1 / (1 + z), 1.0, 1 + z])
     disk_sed = DISK_TEMPLATES[int(rng.choice(len(DISK_TEMPLATES), p=weights / weights.sum()))]
     if early_type:
         disk_sed = DISK_TEMPLATES[0]
-        bulge_to_total_r = rng.uniform(0.6, 1.0)
+        bulge_to_total_r = rng.uniform(*numbers.early_bulge_to_total)
     else:
-        bulge_to_total_r = 0.4 * rng.beta(1.0, 4.0)
+        scale, a, b = numbers.late_bulge_to_total
+        bulge_to_total_r = scale * rng.beta(a, b)
 
     # Flux of each component per band for M_r = 0 at this distance, then the total i-band offset.
     bulge_unit = bulge_to_total_r * 10 ** (-0.4 * (k_correction[0] + distance_modulus - MAG_ZERO_POINT))
@@ -258,23 +333,14 @@ def draw_galaxy(rng: np.random.Generator, redshift: float | None = None) -> Mock
     disk_unit = (1 - bulge_to_total_r) * 10 ** (-0.4 * (disk_k + distance_modulus - MAG_ZERO_POINT))
     i = BANDS.index("i")
     i_offset = MAG_ZERO_POINT - 2.5 * np.log10(bulge_unit[i] + disk_unit[i])
-    absolute_mag = _draw_absolute_magnitude(rng, early_type, z, i_offset)
+    schechter = numbers.schechter[early_type]
+    absolute_mag = _draw_absolute_magnitude(rng, schechter, z, i_offset)
     scale = 10 ** (-0.4 * absolute_mag)
 
-    m_star = SCHECHTER[early_type][0] - 2.5 * SCHECHTER[early_type][2] * np.log10(1 + z)
+    m_star = schechter[0] - 2.5 * schechter[2] * np.log10(1 + z)
     luminosity_ratio = 10 ** (-0.4 * (absolute_mag - m_star))
-    disk_kpc = (
-        DISK_RADIUS_KPC
-        * (1 + z) ** DISK_RADIUS_EVOLUTION
-        * luminosity_ratio**DISK_RADIUS_LUMINOSITY_SLOPE
-        * 10 ** rng.normal(0, DISK_RADIUS_SCATTER_DEX)
-    )
-    bulge_kpc = (
-        BULGE_RADIUS_KPC
-        * (1 + z) ** BULGE_RADIUS_EVOLUTION
-        * luminosity_ratio**BULGE_RADIUS_LUMINOSITY_SLOPE
-        * 10 ** rng.normal(0, BULGE_RADIUS_SCATTER_DEX)
-    )
+    disk_kpc = _radius_kpc(rng, numbers.disk_radius, z, luminosity_ratio)
+    bulge_kpc = _radius_kpc(rng, numbers.bulge_radius, z, luminosity_ratio)
     if early_type:
         disk_kpc = max(disk_kpc, 1.5 * bulge_kpc)
     else:

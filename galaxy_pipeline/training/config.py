@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
+from galaxy_pipeline.data.mock_population import DEFAULT_POPULATION, POPULATIONS
 from galaxy_pipeline.hub import check_repo_id
 from galaxy_pipeline.normalization import CHANNEL_BASES
 from galaxy_pipeline.unet import UNET_PRESETS
@@ -96,6 +97,10 @@ class TrainingConfig:
     )
     train_split: str = field(default="train", metadata={"help": "Split of the dataset to train on."})
     mock_galaxies: int = field(default=4000, metadata={"help": "Galaxies in the mock made when dataset_dir is None."})
+    mock_population: str = field(
+        default=DEFAULT_POPULATION,
+        metadata={"help": f"Galaxy population of that mock: {sorted(POPULATIONS)} (docs/data.md)."},
+    )
     mock_cache_dir: str = field(
         default="~/.cache/galaxy_pipeline/mock",
         metadata={"help": "Where the mock is generated and converted once, then reused."},
@@ -202,6 +207,8 @@ class TrainingConfig:
         problems = []
         if self.unet_preset not in UNET_PRESETS:
             problems.append(f"unet_preset={self.unet_preset!r} is not one of {sorted(UNET_PRESETS)}")
+        if self.mock_population not in POPULATIONS:
+            problems.append(f"mock_population={self.mock_population!r} is not one of {sorted(POPULATIONS)}")
         if self.flux_channel_basis not in CHANNEL_BASES:
             problems.append(f"flux_channel_basis={self.flux_channel_basis!r} is not one of {CHANNEL_BASES}")
         if self.loss not in LOSSES:

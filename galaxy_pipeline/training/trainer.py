@@ -88,7 +88,9 @@ def train(config: TrainingConfig) -> Path:
     dataset_dir = config.dataset_dir
     if dataset_dir is None:
         with accelerator.main_process_first():
-            dataset_dir = ensure_mock_dataset(config.mock_galaxies, config.seed, config.mock_cache_dir)
+            dataset_dir = ensure_mock_dataset(
+                config.mock_galaxies, config.seed, config.mock_cache_dir, population=config.mock_population
+            )
     split = load_split(dataset_dir, config.train_split)
     redshifts = np.asarray(split.with_format("numpy")["redshift"], dtype=np.float64)
     flux_transform = _load_or_fit_flux_transform(split, output_dir, config, accelerator)
