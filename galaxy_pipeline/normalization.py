@@ -76,11 +76,19 @@ def colour_basis_mixing(
     return rows
 
 
-def channel_mixing_for(basis: str, num_bands: int = len(BANDS)) -> list[list[float]] | None:
-    """The channel mixing named ``basis`` (one of :data:`CHANNEL_BASES`): ``None`` for ``"bands"``."""
+def channel_mixing_for(
+    basis: str, num_bands: int = len(BANDS), colour_weights: Sequence[float] = (0.2, 2.0)
+) -> list[list[float]] | None:
+    """The channel mixing named ``basis`` (one of :data:`CHANNEL_BASES`): ``None`` for ``"bands"``.
+
+    ``colour_weights`` = (luminosity weight, colour weight) of :func:`colour_basis_mixing` (``"colour"`` only).
+    """
     if basis not in CHANNEL_BASES:
         raise ValueError(f"Unknown channel basis {basis!r}; choose one of {CHANNEL_BASES}.")
-    return colour_basis_mixing(num_bands) if basis == "colour" else None
+    if basis == "bands":
+        return None
+    luminosity_weight, colour_weight = colour_weights
+    return colour_basis_mixing(num_bands, luminosity_weight, colour_weight)
 
 
 class FluxTransform(ModelMixin, ConfigMixin):

@@ -362,6 +362,16 @@ def test_colour_basis_is_fitted_saved_and_inverted_on_output(dataset_dir, tmp_pa
         parse_training_config(["--flux_channel_basis", "lab"])
 
 
+def test_colour_basis_weights_are_a_flag(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "1", "--flux_channel_basis", "colour")
+    pipe = GalaxyRedshiftPipeline.from_pretrained(
+        train(parse_training_config([*args, "--flux_colour_weights", "0.5", "3"]))
+    )
+    assert pipe.flux_transform.config.channel_mixing == colour_basis_mixing(luminosity_weight=0.5, colour_weight=3.0)
+    with pytest.raises(ValueError, match="flux_colour_weights"):
+        parse_training_config(["--flux_colour_weights", "0.5", "0"])
+
+
 def test_redshift_dropout_trains_a_guidable_pipeline(dataset_dir, tmp_path):
     args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2", "--redshift_dropout", "0.5")
     pipe = GalaxyRedshiftPipeline.from_pretrained(train(parse_training_config(args)))

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import yaml
 from transformers import HfArgumentParser
 
@@ -123,6 +124,14 @@ class TrainingConfig:
         },
     )
 
+    flux_colour_weights: list[float] = field(
+        default_factory=lambda: [0.2, 2.0],
+        metadata={
+            "help": "With flux_channel_basis 'colour': the weight of the summed bands (luminosity) and of each "
+            "adjacent-band difference (colours), both dimensionless (docs/colour_basis.md)."
+        },
+    )
+
     # Model and noise schedule
     unet_preset: str = field(default="quickstart", metadata={"help": f"UNet preset: {sorted(UNET_PRESETS)}."})
     num_train_timesteps: int = field(default=1000, metadata={"help": "DDPM diffusion steps."})
@@ -211,6 +220,9 @@ class TrainingConfig:
             problems.append(f"mock_population={self.mock_population!r} is not one of {sorted(POPULATIONS)}")
         if self.flux_channel_basis not in CHANNEL_BASES:
             problems.append(f"flux_channel_basis={self.flux_channel_basis!r} is not one of {CHANNEL_BASES}")
+        weights = self.flux_colour_weights
+        if len(weights) != 2 or not all(np.isfinite(w) and w != 0 for w in weights):
+            problems.append(f"flux_colour_weights={weights} must be two finite, non-zero numbers")
         if self.loss not in LOSSES:
             problems.append(f"loss={self.loss!r} is not one of {LOSSES}")
         if self.prediction_type not in PREDICTION_TYPES:

@@ -315,7 +315,7 @@ def _load_or_fit_flux_transform(split, output_dir: Path, config: TrainingConfig,
             split,
             max_images=config.flux_fit_images,
             seed=config.seed,
-            channel_mixing=channel_mixing_for(config.flux_channel_basis),
+            channel_mixing=channel_mixing_for(config.flux_channel_basis, colour_weights=config.flux_colour_weights),
         )
         temporary = Path(tempfile.mkdtemp(prefix=".flux_transform-", dir=_make_dir(output_dir)))
         transform.save_pretrained(temporary)
