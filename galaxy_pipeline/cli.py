@@ -157,6 +157,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    """Print one markdown table comparing `evaluate` reports (seeds of one recipe with --spread)."""
+    from galaxy_pipeline.evaluation.compare import compare_reports
+
+    print(compare_reports(args.reports, labels=args.labels, spread=args.spread))
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Serve the Gradio demo of a pipeline on this machine."""
     from galaxy_pipeline.demo import build_demo, check_port
@@ -392,6 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--overwrite", action="store_true", help="discard an earlier run with other settings")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=run_evaluate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare evaluate reports in one markdown table",
+        description="Headline numbers and every judged scorecard cell of several `evaluate` output folders.",
+    )
+    compare.add_argument("reports", nargs="+", help="evaluate output folders (each holds report.json)")
+    compare.add_argument("--labels", nargs="+", help="a column name per folder (default: folder names)")
+    compare.add_argument(
+        "--spread", action="store_true", help="the folders are training seeds of one recipe: mean +- std over them"
+    )
+    compare.set_defaults(handler=run_compare)
 
     demo = commands.add_parser("demo", help="serve the Gradio demo of a pipeline on localhost")
     demo.add_argument("--model", required=True, help="pipeline folder or Hub id user/name")
