@@ -66,7 +66,7 @@ def paper_scheduler(
 ) -> DDPMScheduler:
     """The paper's DDPM noise schedule: linear betas from 1e-4 to 0.02 over 1000 steps by default.
 
-    Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (8) in model space (the flux
+    Predicted clean images are clipped to ``MODEL_SPACE_LIMIT`` (16) in model space (the flux
     transform maps the 99th-percentile training pixel to 2), a loose guard that keeps galaxy
     cores intact. ``prediction_type`` is what the network predicts: ``"epsilon"`` (the noise, as
     in the paper) or ``"v_prediction"`` (the velocity sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x0);
