@@ -293,7 +293,10 @@ def test_standard_preset_trains_the_colour_basis_on_a_larger_mock():
     config = parse_training_config(["--preset", "standard"])
     assert (config.unet_preset, config.flux_channel_basis, config.mock_galaxies) == ("standard", "colour", 20000)
     assert config.prediction_type == "v_prediction" and config.output_dir == "outputs/standard"
-    assert parse_training_config(["--preset", "quickstart"]).flux_channel_basis == "bands"
+    assert parse_training_config(["--preset", "quickstart"]).flux_channel_basis == "colour"
+    assert (
+        parse_training_config(["--preset", "quickstart", "--flux_channel_basis", "bands"]).flux_channel_basis == "bands"
+    )
 
 
 def test_the_readme_paper_config_command_resolves_to_the_paper_recipe(monkeypatch):

@@ -45,9 +45,10 @@ PRESETS: dict[str, dict] = {
         sample_every_steps=5000,
         output_dir="outputs/paper",
     ),
-    # A small UNet on the GalSim mock (made and converted automatically), ~15 minutes on 2 CPU cores.
+    # A small UNet on the GalSim mock (made and converted automatically), ~9 minutes on 2 CPU cores.
     # Beyond the paper, for a short CPU budget: velocity targets (the paper's noise targets leave
-    # DDIM samples noisy after thousands of steps) and redshift dropout, so that classifier-free
+    # DDIM samples noisy after thousands of steps), the colour basis in model space (colours evolve
+    # with redshift only with it; docs/colour_basis.md) and redshift dropout, so that classifier-free
     # guidance can be measured on it.
     "quickstart": dict(
         unet_preset="quickstart",
@@ -60,6 +61,7 @@ PRESETS: dict[str, dict] = {
         lr_warmup_steps=100,
         loss="huber",
         prediction_type="v_prediction",
+        flux_channel_basis="colour",
         redshift_dropout=0.1,
         ema_max_decay=0.999,
         augment=True,
@@ -70,14 +72,12 @@ PRESETS: dict[str, dict] = {
         output_dir="outputs/quickstart",
     ),
 }
-# The CPU recipe that learns colours: the quickstart's departures from the paper, plus the colour basis in
-# model space (a luminosity channel and four scaled adjacent-band colours), a 1.5x wider network, a
-# 20,000-galaxy mock and 4,000 steps of 32 images: under an hour on 2 CPU cores.
+# The quickstart's recipe with a 1.5x wider network, a 20,000-galaxy mock and 4,000 steps of 32 images:
+# under an hour on 2 CPU cores.
 PRESETS["standard"] = {
     **PRESETS["quickstart"],
     "unet_preset": "standard",
     "mock_galaxies": 20000,
-    "flux_channel_basis": "colour",
     "train_batch_size": 32,
     "max_train_steps": 4000,
     "lr_warmup_steps": 200,
