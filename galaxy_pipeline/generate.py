@@ -25,11 +25,11 @@ from astropy.io import fits
 from astropy.time import Time
 from tqdm.auto import tqdm
 
-from galaxy_pipeline import __version__
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 from galaxy_pipeline.schedulers import SCHEDULERS as SCHEDULERS  # re-exported: the demo checks names against it
 from galaxy_pipeline.schedulers import make_scheduler
+from galaxy_pipeline.version import __version__
 from galaxy_pipeline.visualization import to_pil
 
 FORMATS: tuple[str, ...] = ("fits", "png", "npy")

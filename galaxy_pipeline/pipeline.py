@@ -28,6 +28,7 @@ from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from galaxy_pipeline.hub_ids import resolve_model
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT, FluxTransform
 from galaxy_pipeline.unet import RedshiftUNet2DModel
 from galaxy_pipeline.visualization import to_pil
@@ -112,14 +113,12 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
     ) -> GalaxyRedshiftPipeline:
         """Load from a local pipeline folder or a Hugging Face Hub id (``user/repo``).
 
-        Hub ids are first resolved to a local snapshot by :func:`galaxy_pipeline.hub.resolve_model`
+        Hub ids are first resolved to a local snapshot by :func:`galaxy_pipeline.hub_ids.resolve_model`
         (``huggingface_hub.snapshot_download``; ``revision``, ``token``, ``cache_dir`` and
         ``local_files_only`` are passed on), because diffusers cannot resolve custom components from
         Hub ids directly. Only safetensors weights are read. Other keyword arguments (``dtype``, ...)
         go to diffusers.
         """
-        from galaxy_pipeline.hub import resolve_model
-
         source = resolve_model(
             pretrained_model_name_or_path,
             revision=revision,

@@ -16,7 +16,7 @@ from conftest import make_tiny_pipeline
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
-from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, hub
+from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, hub_ids
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT
 from galaxy_pipeline.pipeline import DEFAULT_BATCH_SIZE
 
@@ -170,7 +170,7 @@ def test_extrapolation_allowed_on_request_with_warning(tiny_pipeline):
 
 def test_hub_id_resolves_through_snapshot_download(tiny_pipeline, tmp_path):
     tiny_pipeline.save_pretrained(tmp_path / "snapshot")
-    with mock.patch.object(hub, "snapshot_download", return_value=str(tmp_path / "snapshot")) as download:
+    with mock.patch.object(hub_ids, "snapshot_download", return_value=str(tmp_path / "snapshot")) as download:
         loaded = GalaxyRedshiftPipeline.from_pretrained(
             "user/galaxies", revision="v1", token="hf_secret", cache_dir=tmp_path / "cache", local_files_only=True
         )

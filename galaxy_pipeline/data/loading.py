@@ -24,8 +24,7 @@ import torch
 from torch.utils.data import DataLoader, get_worker_info
 from tqdm.auto import tqdm
 
-from galaxy_pipeline.data.galaxiesml import REDSHIFT_COLUMN
-from galaxy_pipeline.data.schema import IMAGE_KEY
+from galaxy_pipeline.data.schema import IMAGE_KEY, REDSHIFT_COLUMN
 from galaxy_pipeline.hsc import BANDS
 from galaxy_pipeline.normalization import FluxTransform
 

@@ -50,10 +50,8 @@ from diffusers import DDPMScheduler
 from scipy import stats
 from tqdm.auto import tqdm
 
-from galaxy_pipeline import __version__
-from galaxy_pipeline.data.galaxiesml import REDSHIFT_COLUMN
 from galaxy_pipeline.data.loading import check_split
-from galaxy_pipeline.data.schema import IMAGE_KEY
+from galaxy_pipeline.data.schema import IMAGE_KEY, REDSHIFT_COLUMN
 from galaxy_pipeline.evaluation.morphology import MORPHOLOGY_METRICS, measure_morphology
 from galaxy_pipeline.evaluation.photoz_metrics import photoz_metrics, photoz_metrics_by_bin
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor, predict_redshifts, predictor_features
@@ -67,6 +65,7 @@ from galaxy_pipeline.evaluation.statistics import (
 )
 from galaxy_pipeline.generate import with_scheduler
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.version import __version__
 
 DERIVED_COLOURS: tuple[str, ...] = ("g_i", "r_z")
 """Colours (AB mag) added to the measured tables: g - i and r - z bracket the 4000 A break from z = 0 to 1.5."""

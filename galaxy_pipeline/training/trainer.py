@@ -59,7 +59,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train(config: TrainingConfig) -> Path:
-    """Train a RedshiftUNet2DModel with ``config`` and return the exported pipeline folder."""
+    """Train a RedshiftUNet2DModel with ``config`` and return the exported pipeline folder.
+
+    Training never uploads: ``config.push_to_hub`` is honoured by the entry point
+    (``train_scripts/train.py``), which pushes the returned folder with
+    :func:`galaxy_pipeline.hub.push_pipeline`, so that training imports nothing of the sharing layer.
+    """
     output_dir = Path(config.output_dir).expanduser()
     checkpoint = _checkpoint_to_resume(config.resume_from_checkpoint, output_dir)
     _refuse_an_earlier_run(output_dir, config)
@@ -252,11 +257,6 @@ def train(config: TrainingConfig) -> Path:
         _export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, flux_transform, config, pipeline_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if config.push_to_hub and accelerator.is_main_process:
-        from galaxy_pipeline.hub import push_pipeline
-
-        url = push_pipeline(pipeline_dir, config.hub_model_id, private=config.hub_private)
-        accelerator.print(f"Pushed the pipeline to {url}")
     return pipeline_dir
 
 
