@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from astropy.io import fits
 from astropy.time import Time
 from tqdm.auto import tqdm
 
+from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 from galaxy_pipeline.schedulers import SCHEDULERS as SCHEDULERS  # re-exported: the demo checks names against it
@@ -155,11 +155,9 @@ def generate_to_files(
     unknown = [name for name in formats if name not in FORMATS]
     if not formats or unknown:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}; got {list(formats)}.")
-    for name, value in (("n_per_redshift", n_per_redshift), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer; got {steps!r}.")
+    check_positive_int("n_per_redshift", n_per_redshift)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("steps", steps, none_means="the pipeline's default")
     z_values = pipe.check_redshifts(redshifts, allow_extrapolation)
     per_image_z = np.repeat(z_values, n_per_redshift)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= 2**63 - per_image_z.size:
@@ -181,10 +179,9 @@ def generate_to_files(
             for start in range(0, per_image_z.size, batch_size):
                 batch_z = per_image_z[start : start + batch_size]
                 batch_seeds = seeds[start : start + batch_size]
-                generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
                 fluxes = sampler(
                     z=batch_z,
-                    generator=generators,
+                    seeds=batch_seeds,
                     num_inference_steps=steps,
                     output_type="np",
                     allow_extrapolation=allow_extrapolation,
