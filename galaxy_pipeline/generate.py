@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from astropy.io import fits
 from astropy.time import Time
 from tqdm.auto import tqdm
 
+from galaxy_pipeline.atomic import atomic_folder
 from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
@@ -169,10 +168,7 @@ def generate_to_files(
     sampler.set_progress_bar_config(disable=True)
     scheduler_class = type(sampler.scheduler).__name__
     rows, steps_run = [], steps
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".generating", dir=out_dir.parent))
-    try:
-        staged = work_dir / "run"
+    with atomic_folder(out_dir) as staged:
         for name in formats:
             (staged / name).mkdir(parents=True)
         with tqdm(total=per_image_z.size, desc="generating galaxies", unit="galaxy", disable=not progress) as bar:
@@ -223,11 +219,6 @@ def generate_to_files(
             "images": rows,
         }
         (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            os.replace(out_dir, work_dir / "previous")
-        os.replace(staged, out_dir)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
     return out_dir / MANIFEST_NAME
 
 

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from galaxy_pipeline.atomic import atomic_folder
 from galaxy_pipeline.data.schema import (
     IMAGE_KEY,
     IMAGE_SHAPE,
@@ -265,10 +265,8 @@ def convert_galaxiesml(
     sources = {split: validate_galaxiesml_file(path) for split, path in files.items()}
 
     start_time = time.perf_counter()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".converting", dir=out_dir.parent))
-    try:
-        staged = work_dir / "dataset"
+    with atomic_folder(out_dir) as staged:
+        work_dir = staged.parent  # scratch space beside the output: the pieces and their caches
         summaries = {
             split: _convert_split(split, source, staged / split, work_dir, chunk_size, progress, num_proc)
             for split, source in sources.items()
@@ -280,11 +278,6 @@ def convert_galaxiesml(
             "splits": {split: asdict(summary) for split, summary in summaries.items()},
         }
         (staged / CONVERSION_RECORD).write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            os.replace(out_dir, work_dir / "previous")
-        os.replace(staged, out_dir)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
 
     dropped = {split: s.rows_dropped for split, s in summaries.items() if s.rows_dropped}
     if dropped:
