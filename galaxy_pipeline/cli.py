@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from galaxy_pipeline import __version__
 from galaxy_pipeline.data.mock_population import DEFAULT_POPULATION, POPULATIONS
 from galaxy_pipeline.schedulers import SCHEDULER_NAMES
+from galaxy_pipeline.version import __version__
 
 USER_ERRORS = (ValueError, OSError, KeyError)
 """Errors printed as one line with exit code 2; OSError covers missing or unwritable paths, full disks, busy ports."""
@@ -217,7 +217,8 @@ def run_data_mock(args: argparse.Namespace) -> int:
 
 def run_data_convert(args: argparse.Namespace) -> int:
     """Convert GalaxiesML HDF5 files into a Hugging Face DatasetDict folder (and optionally push it)."""
-    from galaxy_pipeline.data.galaxiesml import convert_galaxiesml, push_dataset_to_hub
+    from galaxy_pipeline.data.dataset_card import push_dataset_to_hub
+    from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
 
     files = {
         split: path

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from astropy.io import fits
 from astropy.visualization import simple_norm
 from PIL import Image
 
+from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.generate import SCHEDULERS, fits_header, with_scheduler
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
@@ -118,10 +118,9 @@ def generate_galaxies(
     started = time.perf_counter()
     runner = with_scheduler(pipe, sampler)
     runner.set_progress_bar_config(disable=True)
-    generators = [torch.Generator(device="cpu").manual_seed(seed + k) for k in range(n)]
-    fluxes = runner(z=[float(z)] * n, generator=generators, num_inference_steps=steps).images.astype(np.float32)
-    elapsed = time.perf_counter() - started
     seeds = [seed + k for k in range(n)]
+    fluxes = runner(z=[float(z)] * n, seeds=seeds, num_inference_steps=steps).images.astype(np.float32)
+    elapsed = time.perf_counter() - started
     scheduler_class = type(runner.scheduler).__name__
 
     composites = [
@@ -208,8 +207,7 @@ def build_demo(
     import gradio as gr
 
     for name, value in (("max_images", max_images), ("max_steps", max_steps), ("queue_size", queue_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        check_positive_int(name, value)
     if default_sampler not in SCHEDULERS:
         raise ValueError(f"Unknown default_sampler {default_sampler!r}; choose one of {sorted(SCHEDULERS)}.")
     z_min, z_max = pipe.redshift_range

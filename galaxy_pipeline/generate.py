@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from astropy.io import fits
 from astropy.time import Time
 from tqdm.auto import tqdm
 
-from galaxy_pipeline import __version__
+from galaxy_pipeline.atomic import atomic_folder
+from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 from galaxy_pipeline.schedulers import SCHEDULERS as SCHEDULERS  # re-exported: the demo checks names against it
 from galaxy_pipeline.schedulers import make_scheduler
+from galaxy_pipeline.version import __version__
 from galaxy_pipeline.visualization import to_pil
 
 FORMATS: tuple[str, ...] = ("fits", "png", "npy")
@@ -155,11 +154,9 @@ def generate_to_files(
     unknown = [name for name in formats if name not in FORMATS]
     if not formats or unknown:
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}; got {list(formats)}.")
-    for name, value in (("n_per_redshift", n_per_redshift), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be a positive integer; got {steps!r}.")
+    check_positive_int("n_per_redshift", n_per_redshift)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("steps", steps, none_means="the pipeline's default")
     z_values = pipe.check_redshifts(redshifts, allow_extrapolation)
     per_image_z = np.repeat(z_values, n_per_redshift)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= 2**63 - per_image_z.size:
@@ -171,20 +168,16 @@ def generate_to_files(
     sampler.set_progress_bar_config(disable=True)
     scheduler_class = type(sampler.scheduler).__name__
     rows, steps_run = [], steps
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".generating", dir=out_dir.parent))
-    try:
-        staged = work_dir / "run"
+    with atomic_folder(out_dir) as staged:
         for name in formats:
             (staged / name).mkdir(parents=True)
         with tqdm(total=per_image_z.size, desc="generating galaxies", unit="galaxy", disable=not progress) as bar:
             for start in range(0, per_image_z.size, batch_size):
                 batch_z = per_image_z[start : start + batch_size]
                 batch_seeds = seeds[start : start + batch_size]
-                generators = [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds]
                 fluxes = sampler(
                     z=batch_z,
-                    generator=generators,
+                    seeds=batch_seeds,
                     num_inference_steps=steps,
                     output_type="np",
                     allow_extrapolation=allow_extrapolation,
@@ -226,11 +219,6 @@ def generate_to_files(
             "images": rows,
         }
         (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out_dir.exists():
-            os.replace(out_dir, work_dir / "previous")
-        os.replace(staged, out_dir)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
     return out_dir / MANIFEST_NAME
 
 

@@ -12,25 +12,28 @@ Training checkpoints, logs and pickled or non-safetensors weights never do. Toke
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData, constants, get_token, snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-from huggingface_hub.utils import filter_repo_objects, validate_repo_id
+from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.utils import filter_repo_objects
 
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
+from galaxy_pipeline.hub_ids import (
+    UPLOAD_ALLOW_PATTERNS,
+    UPLOAD_IGNORE_PATTERNS,
+    check_model_dir,
+    check_repo_id,
+    hub_errors,
+    resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,43 +45,6 @@ REPORT_FILE = "report.json"
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
 CARD_TAGS: tuple[str, ...] = ("diffusers", "astronomy", "galaxies", "redshift", "hsc", "ddpm")
-
-UPLOAD_ALLOW_PATTERNS: list[str] = ["*.json", "*.safetensors", "README.md", "figures/*"]
-"""What a pipeline upload may contain (patterns relative to the pipeline folder, ``*`` crosses folders)."""
-
-UPLOAD_IGNORE_PATTERNS: list[str] = [
-    "checkpoint-*",
-    "*/checkpoint-*",
-    "logs/*",
-    "*/logs/*",
-    "runs/*",
-    ".*",
-    "*/.*",
-    "*.bin",
-    "*.pt",
-    "*.pth",
-    "*.ckpt",
-    "*.pkl",
-    "*.pickle",
-    "*.npy",
-    "*.npz",
-]
-"""What a pipeline upload never contains: training checkpoints, logs, hidden files, non-safetensors weights."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a loaded pipeline came from.
-
-    Args:
-        model_id: the Hub id or local folder the user asked for.
-        local_dir: the local folder the pipeline was read from (a Hub snapshot for Hub ids).
-        commit: the Hub commit hash of the snapshot, or ``None`` for a local folder.
-    """
-
-    model_id: str
-    local_dir: Path
-    commit: str | None
 
 
 def render_model_card(
@@ -101,7 +67,7 @@ def render_model_card(
         datasets: training datasets listed in the card metadata; default from ``training_config.json``
             (none for a model trained on the GalSim mock, else GalaxiesML).
     """
-    model_dir = _check_model_dir(model_dir)
+    model_dir = check_model_dir(model_dir)
     unet_config = _read_json(model_dir / "unet" / "config.json")
     scheduler_config = _read_json(model_dir / "scheduler" / "scheduler_config.json")
     training_config_path = model_dir / TRAINING_CONFIG_FILE
@@ -204,7 +170,7 @@ def push_pipeline(
     Returns:
         The URL of the repository (of the branch when ``revision`` is given).
     """
-    model_dir = _check_model_dir(model_dir)
+    model_dir = check_model_dir(model_dir)
     check_repo_id(repo_id, "Invalid Hub repository id")
     card = render_model_card(model_dir, repo_id, report_dir=report_dir, license=license)
     if token is None and get_token() is None:
@@ -232,50 +198,6 @@ def push_pipeline(
     return f"{url}/tree/{revision}" if revision else url
 
 
-@contextmanager
-def hub_errors(repo_id: str) -> Iterator[None]:
-    """Turn the Hub refusing an upload to ``repo_id``, or being out of reach, into a one-line ValueError."""
-    try:
-        yield
-    except HfHubHTTPError as error:
-        raise ValueError(
-            f"The Hub refused the upload to {repo_id}: {error}. Check that the token has write access to that "
-            "namespace (`hf auth whoami`)."
-        ) from error
-    except _unreachable_errors() as error:
-        raise ValueError(
-            f"Could not reach the Hugging Face Hub at {constants.ENDPOINT} to upload to {repo_id} "
-            f"({type(error).__name__}: {error}). Check the network connection; offline mode (HF_HUB_OFFLINE=1) "
-            "must be off to push."
-        ) from error
-
-
-def _unreachable_errors() -> tuple[type[Exception], ...]:
-    """Errors meaning the Hub could not be reached, of whichever HTTP client huggingface_hub uses."""
-    errors: list[type[Exception]] = [ConnectionError, TimeoutError]  # OfflineModeIsEnabled is a ConnectionError
-    for module, name in (
-        ("httpx2", "TransportError"),
-        ("httpx", "TransportError"),
-        ("requests", "ConnectionError"),
-        ("requests", "Timeout"),
-    ):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
-    return tuple(errors)
-
-
-def check_repo_id(repo_id: str, problem: str) -> None:
-    """Raise ValueError starting with ``problem`` unless ``repo_id`` is a valid 'user/name' Hub id."""
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise ValueError(f"{problem} {repo_id!r}: use the form 'user/name'. ({error})") from error
-    if "/" not in repo_id:
-        raise ValueError(f"{problem} {repo_id!r}: use the form 'user/name'.")
-
-
 def upload_file_list(model_dir: str | os.PathLike) -> list[str]:
     """Paths (relative, POSIX) of the pipeline files :func:`push_pipeline` uploads from ``model_dir``."""
     model_dir = Path(model_dir)
@@ -287,59 +209,6 @@ def upload_file_list(model_dir: str | os.PathLike) -> list[str]:
         )
         if path != "README.md" and not path.startswith("figures/")
     ]
-
-
-def resolve_model(
-    model: str | os.PathLike,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-) -> ModelSource:
-    """Find the local folder of a pipeline given a folder path or a Hub id (downloading it if needed).
-
-    Hub ids are fetched with ``huggingface_hub.snapshot_download`` (safetensors and configs only;
-    ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` are passed on). Something that
-    looks like a path (exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/``) is
-    never sent to the Hub.
-    """
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
-    text = os.fspath(model)
-    path = Path(text).expanduser()
-    looks_like_path = path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1 or "\\" in text
-    if looks_like_path:
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"Model folder {text!r} does not exist: pass a folder written by save_pretrained "
-                "or a Hub id 'user/name'."
-            )
-        _check_model_dir(path)
-        return ModelSource(model_id=text, local_dir=path.resolve(), commit=None)
-    try:
-        local_dir = snapshot_download(
-            text,
-            revision=revision,
-            token=token,
-            cache_dir=cache_dir,
-            local_files_only=local_files_only,
-            ignore_patterns=UPLOAD_IGNORE_PATTERNS,
-        )
-    except HFValidationError as error:
-        raise ValueError(f"{text!r} is neither a model folder nor a valid Hub id 'user/name'. ({error})") from error
-    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
-        raise FileNotFoundError(
-            f"Hub model {text!r} (revision {revision or 'main'}) was not found, and no local folder has that name; "
-            "or it is private and no token gives access: check the id, or log in with `hf auth login`."
-        ) from error
-    except LocalEntryNotFoundError as error:
-        raise FileNotFoundError(
-            f"Hub model {text!r} is not in the local cache and the Hub cannot be reached (offline?): "
-            "connect once to download it, or pass a local model folder."
-        ) from error
-    local_dir = Path(local_dir)
-    commit = local_dir.name if re.fullmatch(r"[0-9a-f]{40}", local_dir.name) else None
-    return ModelSource(model_id=text, local_dir=local_dir, commit=commit)
 
 
 def load_pipeline(
@@ -436,21 +305,6 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def _check_model_dir(model_dir: str | os.PathLike) -> Path:
-    model_dir = Path(model_dir)
-    if not (model_dir / "model_index.json").is_file():
-        raise FileNotFoundError(
-            f"{model_dir} is not a pipeline folder (no model_index.json): pass the folder written by "
-            "GalaxyRedshiftPipeline.save_pretrained (e.g. the 'pipeline' folder of a training run)."
-        )
-    if not any((model_dir / "unet").glob("*.safetensors")):
-        raise FileNotFoundError(
-            f"{model_dir / 'unet'} holds no .safetensors weights: save the pipeline with "
-            "save_pretrained(..., safe_serialization=True)."
-        )
-    return model_dir
 
 
 def _check_report_dir(report_dir: str | os.PathLike) -> Path:

@@ -28,6 +28,8 @@ from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from galaxy_pipeline.checks import check_positive_int
+from galaxy_pipeline.hub_ids import resolve_model
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT, FluxTransform
 from galaxy_pipeline.unet import RedshiftUNet2DModel
 from galaxy_pipeline.visualization import to_pil
@@ -112,14 +114,12 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
     ) -> GalaxyRedshiftPipeline:
         """Load from a local pipeline folder or a Hugging Face Hub id (``user/repo``).
 
-        Hub ids are first resolved to a local snapshot by :func:`galaxy_pipeline.hub.resolve_model`
+        Hub ids are first resolved to a local snapshot by :func:`galaxy_pipeline.hub_ids.resolve_model`
         (``huggingface_hub.snapshot_download``; ``revision``, ``token``, ``cache_dir`` and
         ``local_files_only`` are passed on), because diffusers cannot resolve custom components from
         Hub ids directly. Only safetensors weights are read. Other keyword arguments (``dtype``, ...)
         go to diffusers.
         """
-        from galaxy_pipeline.hub import resolve_model
-
         source = resolve_model(
             pretrained_model_name_or_path,
             revision=revision,
@@ -197,6 +197,7 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         latents: torch.Tensor | None = None,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
+        seeds: Sequence[int] | np.ndarray | None = None,
     ) -> GalaxyPipelineOutput | tuple:
         """Generate galaxies at redshift(s) ``z``.
 
@@ -222,6 +223,9 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
                 (``"latents"``: the current batch in model space); a returned ``"latents"`` replaces it.
                 Setting ``pipe._interrupt = True`` inside it stops denoising (``pipe.interrupt``).
             callback_on_step_end_tensor_inputs: the tensors passed to the callback (only ``"latents"``).
+            seeds: one integer seed per image, in output order; image k is drawn with
+                ``torch.Generator().manual_seed(seeds[k])``, so it is the same whatever the batching or the
+                other images. Instead of ``generator`` (giving both is an error).
 
         Returns:
             :class:`GalaxyPipelineOutput` with ``images`` and the ``redshifts`` they were made at,
@@ -231,6 +235,8 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
             output_type, num_images_per_redshift, num_inference_steps, guidance_scale, batch_size
         )
         redshifts = np.repeat(self.check_redshifts(z, allow_extrapolation), num_images_per_redshift)
+        if seeds is not None:
+            generator = _seeded_generators(seeds, generator, redshifts.size)
         _check_generator(generator, allow_list=True)
         if isinstance(generator, list) and len(generator) != redshifts.size:
             raise ValueError(f"Got {len(generator)} generators for {redshifts.size} images; give one per image.")
@@ -324,13 +330,9 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         if num_inference_steps is None:
             is_ddpm = isinstance(self.scheduler, DDPMScheduler)
             num_inference_steps = self.scheduler.config.num_train_timesteps if is_ddpm else 50
-        for name, value in (
-            ("num_images_per_redshift", count),
-            ("num_inference_steps", num_inference_steps),
-            ("batch_size", 1 if batch_size is None else batch_size),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        check_positive_int("num_images_per_redshift", count)
+        check_positive_int("num_inference_steps", num_inference_steps)
+        check_positive_int("batch_size", batch_size, none_means="all images at once")
         if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, Real):
             raise ValueError(f"guidance_scale must be a number; got {_short(guidance_scale)}.")
         if not (np.isfinite(guidance_scale) and guidance_scale >= 0):
@@ -443,6 +445,21 @@ def _check_finite_weights(unet: torch.nn.Module, folder: str | os.PathLike) -> N
         )
 
 
+def _seeded_generators(
+    seeds: Sequence[int] | np.ndarray, generator: torch.Generator | list | None, count: int
+) -> list[torch.Generator]:
+    """One CPU generator per image, seeded ``seeds[k]``; refuses a ``generator`` given as well."""
+    if generator is not None:
+        raise ValueError("Pass seeds= or generator=, not both: seeds= makes one generator per image (drop generator=).")
+    seeds = list(np.asarray(seeds).reshape(-1)) if isinstance(seeds, np.ndarray) else list(seeds)
+    if len(seeds) != count:
+        raise ValueError(f"Got {len(seeds)} seeds for {count} images; give one per image (in output order).")
+    bad = [seed for seed in seeds if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0]
+    if bad:
+        raise ValueError(f"seeds must be integers >= 0; got {_short(bad)}.")
+    return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+
 def _check_generator(generator: object, allow_list: bool) -> None:
     """Raise ValueError unless ``generator`` is None, a torch.Generator or (if ``allow_list``) a list of them."""
     if generator is None or isinstance(generator, torch.Generator):
@@ -452,7 +469,7 @@ def _check_generator(generator: object, allow_list: bool) -> None:
     expected = "a torch.Generator, a list of them (one per image)" if allow_list else "a torch.Generator"
     raise ValueError(
         f"generator must be {expected} or None; got {_short(generator)}. For a seed, pass "
-        "torch.Generator().manual_seed(seed)."
+        "torch.Generator().manual_seed(seed), or seeds=[one integer per image] instead of generator=."
     )
 
 

@@ -8,19 +8,23 @@ noise schedule (betas, number of training steps, prediction type) is the one the
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-SCHEDULERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
-    "ddpm": (DDPMScheduler, {}),
-    "ddim": (DDIMScheduler, {}),
-    "dpm": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "unipc": (UniPCMultistepScheduler, {}),
+SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpm": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "unipc": ("UniPCMultistepScheduler", {}),
 }
-"""Sampler name -> (diffusers scheduler class, settings overriding the base config).
+"""Sampler name -> (name of the diffusers scheduler class, settings overriding the base config).
+
+Classes are named rather than imported so that the command line can list the samplers without
+loading diffusers (and torch).
 
 ``ddpm`` is the ancestral sampler the models are trained with; ``ddim`` is deterministic;
 ``dpm`` is DPM-Solver++ 2M (second-order multistep); ``unipc`` is UniPC (Zhao et al. 2023).
@@ -39,5 +43,6 @@ def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
     """
     if name not in SCHEDULERS:
         raise ValueError(f"Unknown scheduler {name!r}; choose one of {sorted(SCHEDULERS)}.")
-    scheduler_class, overrides = SCHEDULERS[name]
+    class_name, overrides = SCHEDULERS[name]
+    scheduler_class = getattr(importlib.import_module("diffusers"), class_name)
     return scheduler_class.from_config(base_config, **overrides)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-from galaxy_pipeline import __version__
-from galaxy_pipeline.hub import check_repo_id
+from galaxy_pipeline.hub_ids import check_repo_id
+from galaxy_pipeline.version import __version__
 
 SPACE_FILES: tuple[str, ...] = ("app.py", "requirements.txt", "README.md")
 

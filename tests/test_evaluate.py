@@ -21,11 +21,12 @@ from galaxy_pipeline.cli import build_parser, main
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
 from galaxy_pipeline.data.loading import load_split
 from galaxy_pipeline.evaluation import evaluate as evaluate_module
-from galaxy_pipeline.evaluation.evaluate import COMPARED_QUANTITIES, detection_summary, evaluate_pipeline
+from galaxy_pipeline.evaluation.evaluate import evaluate_pipeline
 from galaxy_pipeline.evaluation.figures import plot_redshift
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor, RedshiftPredictorConfig
 from galaxy_pipeline.evaluation.report import render_markdown, to_jsonable
 from galaxy_pipeline.evaluation.scorecard import SCORECARD_TOLERANCES
+from galaxy_pipeline.evaluation.summary import COMPARED_QUANTITIES, detection_summary
 from galaxy_pipeline.generate import with_scheduler
 from galaxy_pipeline.schedulers import SCHEDULER_NAMES, make_scheduler
 

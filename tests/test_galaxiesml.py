@@ -11,12 +11,8 @@ from huggingface_hub import DatasetCard, HfApi
 
 from galaxy_pipeline import cli
 from galaxy_pipeline.data import galaxiesml
-from galaxy_pipeline.data.galaxiesml import (
-    convert_galaxiesml,
-    describe_column,
-    push_dataset_to_hub,
-    validate_galaxiesml_file,
-)
+from galaxy_pipeline.data.dataset_card import describe_column, push_dataset_to_hub
+from galaxy_pipeline.data.galaxiesml import convert_galaxiesml, validate_galaxiesml_file
 from galaxy_pipeline.data.schema import PER_BAND_COLUMNS
 
 

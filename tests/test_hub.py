@@ -12,7 +12,7 @@ from conftest import make_tiny_pipeline
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.utils import filter_repo_objects
 
-from galaxy_pipeline import GalaxyRedshiftPipeline, hub
+from galaxy_pipeline import GalaxyRedshiftPipeline, hub, hub_ids
 from galaxy_pipeline.cli import main
 
 SECRET = "hf_TESTtokenTHATmustNEVERbePRINTED"
@@ -271,7 +271,7 @@ def test_download_passes_revision_token_cache_and_offline_flag(saved_pipeline, t
         calls.append({"repo_id": repo_id, **kwargs})
         return str(snapshot)
 
-    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(hub_ids, "snapshot_download", fake_snapshot_download)
     expected = {"revision": "v1.0", "token": SECRET, "cache_dir": tmp_path / "c", "local_files_only": True}
 
     pipe, source = hub.load_pipeline(REPO, **expected)
@@ -286,7 +286,7 @@ def test_download_passes_revision_token_cache_and_offline_flag(saved_pipeline, t
 
 
 def test_local_looking_paths_never_go_to_the_hub(tmp_path, monkeypatch):
-    monkeypatch.setattr(hub, "snapshot_download", lambda *args, **kwargs: pytest.fail("contacted the Hub"))
+    monkeypatch.setattr(hub_ids, "snapshot_download", lambda *args, **kwargs: pytest.fail("contacted the Hub"))
     for missing in [str(tmp_path / "missing"), "./runs/model", "runs/quickstart/pipeline"]:
         with pytest.raises(FileNotFoundError, match="does not exist"):
             hub.resolve_model(missing)

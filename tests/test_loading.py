@@ -15,6 +15,7 @@ from galaxy_pipeline.data.loading import (
     fit_flux_transform,
     load_split,
     make_dataloader,
+    random_dihedral,
     transformed_split_gigabytes,
 )
 from galaxy_pipeline.normalization import FluxTransform
@@ -166,3 +167,24 @@ def test_in_memory_loader_gives_the_same_batches_without_reading_the_split(train
 
 def test_transformed_split_gigabytes_is_the_float32_size(train):
     assert transformed_split_gigabytes(train) == pytest.approx(len(train) * 5 * 64 * 64 * 4 / 1e9)
+
+
+def test_random_dihedral_applies_one_of_the_eight_symmetries_per_image():
+    images = torch.randn(64, 5, 6, 6)
+    out = random_dihedral(images, torch.Generator().manual_seed(0))
+    used = set()
+    for image, transformed in zip(images, out, strict=True):
+        matches = [k for k in range(8) if torch.equal(dihedral_transform(image, k), transformed)]
+        assert matches
+        used.add(matches[0])
+    assert len(used) == 8
+    assert torch.equal(random_dihedral(images, torch.Generator().manual_seed(0)), out)  # the generator decides
+
+
+def test_random_dihedral_draws_from_the_global_rng_without_a_generator():
+    images = torch.randn(16, 5, 6, 6)
+    torch.manual_seed(3)
+    first = random_dihedral(images)
+    torch.manual_seed(3)
+    assert torch.equal(random_dihedral(images), first)
+    assert not torch.equal(first, images)

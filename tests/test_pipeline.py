@@ -16,7 +16,7 @@ from conftest import make_tiny_pipeline
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
-from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, hub
+from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, hub_ids
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT
 from galaxy_pipeline.pipeline import DEFAULT_BATCH_SIZE
 
@@ -170,7 +170,7 @@ def test_extrapolation_allowed_on_request_with_warning(tiny_pipeline):
 
 def test_hub_id_resolves_through_snapshot_download(tiny_pipeline, tmp_path):
     tiny_pipeline.save_pretrained(tmp_path / "snapshot")
-    with mock.patch.object(hub, "snapshot_download", return_value=str(tmp_path / "snapshot")) as download:
+    with mock.patch.object(hub_ids, "snapshot_download", return_value=str(tmp_path / "snapshot")) as download:
         loaded = GalaxyRedshiftPipeline.from_pretrained(
             "user/galaxies", revision="v1", token="hf_secret", cache_dir=tmp_path / "cache", local_files_only=True
         )
@@ -321,3 +321,30 @@ def test_interrupt_from_the_callback_skips_the_remaining_steps(tiny_pipeline):
     assert steps_run == [0, 1] and tiny_pipeline.interrupt
     generate(tiny_pipeline, z=0.3)
     assert not tiny_pipeline.interrupt  # every call starts uninterrupted
+
+
+def test_seeds_give_one_generator_per_image(tiny_pipeline):
+    """seeds=[s0, s1] draws image k exactly as generator=[torch.Generator().manual_seed(s_k)] does."""
+    settings = {"z": [0.5, 1.5], "num_inference_steps": 2, "output_type": "model"}
+    by_seed = tiny_pipeline(**settings, seeds=[7, 11]).images
+    by_generator = tiny_pipeline(
+        **settings, generator=[torch.Generator().manual_seed(7), torch.Generator().manual_seed(11)]
+    ).images
+    np.testing.assert_array_equal(by_seed, by_generator)
+    alone = tiny_pipeline(z=1.5, num_inference_steps=2, output_type="model", seeds=np.array([11])).images
+    np.testing.assert_allclose(alone[0], by_seed[1], atol=1e-5)  # the batch does not change image 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"seeds": [1, 2], "generator": torch.Generator()}, "Pass seeds= or generator=, not both"),
+        ({"seeds": [1]}, "Got 1 seeds for 2 images"),
+        ({"seeds": [1, -2]}, "seeds must be integers >= 0"),
+        ({"seeds": [1, True]}, "seeds must be integers >= 0"),
+        ({"seeds": [1, 2.5]}, "seeds must be integers >= 0"),
+    ],
+)
+def test_bad_seeds_raise_a_clear_value_error(tiny_pipeline, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_pipeline(z=[0.5, 1.0], num_inference_steps=1, **kwargs)

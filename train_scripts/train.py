@@ -9,6 +9,9 @@ Every field of galaxy_pipeline.training.config.TrainingConfig is a flag (`--help
 
 import sys
 
+from accelerate import PartialState
+
+from galaxy_pipeline.hub import push_pipeline
 from galaxy_pipeline.training.config import parse_training_config
 from galaxy_pipeline.training.trainer import NonFiniteLossError, train
 
@@ -16,9 +19,13 @@ USER_ERRORS = (ValueError, OSError)  # OSError: missing or used paths, permissio
 
 
 def main() -> int:
-    """Train and export; a problem the user can fix is one line on stderr and exit code 2."""
+    """Train, export and (with --push_to_hub) upload; a problem the user can fix is one line on stderr, exit code 2."""
     try:
-        pipeline_dir = train(parse_training_config())
+        config = parse_training_config()
+        pipeline_dir = train(config)
+        if config.push_to_hub and PartialState().is_main_process:
+            url = push_pipeline(pipeline_dir, config.hub_model_id, private=config.hub_private)
+            print(f"Pushed the pipeline to {url}")
     except USER_ERRORS as error:
         hint = (
             " (check that the path exists and is writable, and that its disk has space)" if _is_os_level(error) else ""

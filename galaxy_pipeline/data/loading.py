@@ -24,8 +24,7 @@ import torch
 from torch.utils.data import DataLoader, get_worker_info
 from tqdm.auto import tqdm
 
-from galaxy_pipeline.data.galaxiesml import REDSHIFT_COLUMN
-from galaxy_pipeline.data.schema import IMAGE_KEY
+from galaxy_pipeline.data.schema import IMAGE_KEY, REDSHIFT_COLUMN
 from galaxy_pipeline.hsc import BANDS
 from galaxy_pipeline.normalization import FluxTransform
 
@@ -95,6 +94,20 @@ def dihedral_transform(images: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"k must be in 0-{NUM_DIHEDRAL_TRANSFORMS - 1}; got {k}.")
     rotated = torch.rot90(images, k % 4, dims=(-2, -1))
     return rotated.flip(-1) if k >= 4 else rotated
+
+
+def random_dihedral(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Apply to each image of a batch (N, ..., H, W) one of the 8 symmetries of the square, drawn per image.
+
+    The choices come from ``generator`` (a CPU generator), or from torch's global RNG when it is ``None``
+    (whose state accelerate checkpoints, so a resumed run draws the same choices).
+    """
+    choices = torch.randint(0, NUM_DIHEDRAL_TRANSFORMS, (images.shape[0],), generator=generator)
+    augmented = images.clone()
+    for k in choices.unique().tolist():
+        selected = (choices == k).to(images.device)
+        augmented[selected] = dihedral_transform(images[selected], k)
+    return augmented
 
 
 class GalaxyImageDataset(torch.utils.data.Dataset):

@@ -12,6 +12,9 @@ IMAGE_KEY = "image"
 REDSHIFT_KEY = "specz_redshift"
 REDSHIFT_ERROR_KEY = "specz_redshift_err"
 OBJECT_ID_KEY = "object_id"
+REDSHIFT_COLUMN = "redshift"
+"""Name of the spectroscopic redshift column in the converted dataset (the file's ``specz_redshift``)."""
+
 REQUIRED_KEYS: tuple[str, ...] = (IMAGE_KEY, REDSHIFT_KEY)
 
 IMAGE_SHAPE: tuple[int, int, int] = (len(BANDS), IMAGE_SIZE, IMAGE_SIZE)

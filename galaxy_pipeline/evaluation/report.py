@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from galaxy_pipeline.atomic import atomic_write
+
 REPORT_JSON = "report.json"
 REPORT_MARKDOWN = "report.md"
 
@@ -40,9 +42,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
     for path, text in zip(
         paths, (json.dumps(clean, indent=2, allow_nan=False) + "\n", render_markdown(clean)), strict=True
     ):
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        atomic_write(path, lambda temporary, text=text: temporary.write_text(text, encoding="utf-8"))
     return paths
 
 

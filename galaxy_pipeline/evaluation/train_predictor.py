@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 
+from galaxy_pipeline.data.loading import fit_flux_transform, random_dihedral
 from galaxy_pipeline.evaluation.photoz_metrics import photoz_metrics, photoz_metrics_by_bin
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor, RedshiftPredictorConfig
 from galaxy_pipeline.evaluation.statistics import REDSHIFT_BIN_EDGES
-from galaxy_pipeline.normalization import FluxTransform
 
 COLUMNS = ["image", "redshift"]
 
@@ -61,28 +61,6 @@ class PredictorTrainingArguments:
     log_every: int = field(default=50, metadata={"help": "Steps between TensorBoard loss points."})
     seed: int = field(default=0, metadata={"help": "Random seed."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty folder."})
-
-
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flip and 90-degree rotation of each (bands, H, W) image: the 8 symmetries of the square pixel grid."""
-    flips = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-    images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
-    turns = torch.randint(0, 4, (images.shape[0],), generator=generator).to(images.device)
-    rotated = images.clone()
-    for k in range(1, 4):
-        selected = turns == k
-        rotated[selected] = torch.rot90(images[selected], k, dims=(-2, -1))
-    return rotated
-
-
-def fit_input_stretch(train: datasets.Dataset, sample_size: int, seed: int, chunk: int = 256) -> FluxTransform:
-    """Fit the per-band arcsinh stretch on up to ``sample_size`` random training images."""
-    rng = np.random.default_rng(seed)
-    indices = np.sort(rng.choice(len(train), size=min(sample_size, len(train)), replace=False))
-    images = train.select_columns(["image"]).with_format("numpy")
-    return FluxTransform.fit(
-        np.asarray(images[indices[start : start + chunk].tolist()]["image"]) for start in range(0, indices.size, chunk)
-    )
 
 
 @torch.no_grad()
@@ -122,7 +100,7 @@ def train_predictor(args: PredictorTrainingArguments) -> dict:
     redshifts = np.asarray(train.select_columns(["redshift"]).with_format("numpy")["redshift"], dtype=np.float64)
     config = RedshiftPredictorConfig.from_preset(
         args.size,
-        flux_transform=fit_input_stretch(train, args.stretch_sample_size, args.seed),
+        flux_transform=fit_flux_transform(train, max_images=args.stretch_sample_size, seed=args.seed),
         redshift_min=min(0.0, float(redshifts.min())),
         redshift_max=float(redshifts.max()),
         loss_type=args.loss_type,
@@ -158,7 +136,7 @@ def train_predictor(args: PredictorTrainingArguments) -> dict:
     while step < args.max_steps:
         model.train()
         for batch in train_loader:
-            loss = model(pixel_values=augment(batch["image"], generator), redshifts=batch["redshift"]).loss
+            loss = model(pixel_values=random_dihedral(batch["image"], generator), redshifts=batch["redshift"]).loss
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             optimizer.step()

@@ -18,7 +18,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from galaxy_pipeline.data.mock_population import DEFAULT_POPULATION, POPULATIONS
-from galaxy_pipeline.hub import check_repo_id
+from galaxy_pipeline.hub_ids import check_repo_id
 from galaxy_pipeline.normalization import CHANNEL_BASES
 from galaxy_pipeline.unet import UNET_PRESETS
 

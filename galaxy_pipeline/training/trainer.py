@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,12 +32,12 @@ from diffusers.training_utils import EMAModel, compute_snr
 from PIL import Image
 from tqdm.auto import tqdm
 
+from galaxy_pipeline.atomic import atomic_folder
 from galaxy_pipeline.data.loading import (
-    NUM_DIHEDRAL_TRANSFORMS,
-    dihedral_transform,
     fit_flux_transform,
     load_split,
     make_dataloader,
+    random_dihedral,
     transformed_split_gigabytes,
 )
 from galaxy_pipeline.data.mock_dataset import ensure_mock_dataset
@@ -59,7 +58,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train(config: TrainingConfig) -> Path:
-    """Train a RedshiftUNet2DModel with ``config`` and return the exported pipeline folder."""
+    """Train a RedshiftUNet2DModel with ``config`` and return the exported pipeline folder.
+
+    Training never uploads: ``config.push_to_hub`` is honoured by the entry point
+    (``train_scripts/train.py``), which pushes the returned folder with
+    :func:`galaxy_pipeline.hub.push_pipeline`, so that training imports nothing of the sharing layer.
+    """
     output_dir = Path(config.output_dir).expanduser()
     checkpoint = _checkpoint_to_resume(config.resume_from_checkpoint, output_dir)
     _refuse_an_earlier_run(output_dir, config)
@@ -185,7 +189,7 @@ def train(config: TrainingConfig) -> Path:
                 with accelerator.accumulate(unet):
                     images = batch["images"]
                     if config.augment:
-                        images = _random_dihedral(images)
+                        images = random_dihedral(images)
                     if config.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     redshift = batch["redshifts"]
@@ -254,11 +258,6 @@ def train(config: TrainingConfig) -> Path:
         _export_pipeline(accelerator.unwrap_model(unet), ema, noise_scheduler, flux_transform, config, pipeline_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if config.push_to_hub and accelerator.is_main_process:
-        from galaxy_pipeline.hub import push_pipeline
-
-        url = push_pipeline(pipeline_dir, config.hub_model_id, private=config.hub_private)
-        accelerator.print(f"Pushed the pipeline to {url}")
     return pipeline_dir
 
 
@@ -297,16 +296,6 @@ def _denoising_loss(
     return (per_pixel.mean(dim=(1, 2, 3)) * weight).mean()
 
 
-def _random_dihedral(images: torch.Tensor) -> torch.Tensor:
-    """Apply one of the 8 flips/90-degree rotations, drawn per image from the torch RNG (restored on resume)."""
-    choices = torch.randint(0, NUM_DIHEDRAL_TRANSFORMS, (images.shape[0],))
-    augmented = images.clone()
-    for k in choices.unique().tolist():
-        selected = (choices == k).to(images.device)
-        augmented[selected] = dihedral_transform(images[selected], k)
-    return augmented
-
-
 def _load_or_fit_flux_transform(split, output_dir: Path, config: TrainingConfig, accelerator) -> FluxTransform:
     """Fit the flux transform once per run (main process) and reuse it on every process and on resume."""
     transform_dir = output_dir / "flux_transform"
@@ -317,15 +306,20 @@ def _load_or_fit_flux_transform(split, output_dir: Path, config: TrainingConfig,
             seed=config.seed,
             channel_mixing=channel_mixing_for(config.flux_channel_basis, colour_weights=config.flux_colour_weights),
         )
-        temporary = Path(tempfile.mkdtemp(prefix=".flux_transform-", dir=_make_dir(output_dir)))
-        transform.save_pretrained(temporary)
-        os.replace(temporary, transform_dir)
+        with atomic_folder(_make_dir(output_dir) / transform_dir.name) as staged:
+            transform.save_pretrained(staged)
     accelerator.wait_for_everyone()
     return FluxTransform.from_pretrained(transform_dir)
 
 
 RUN_ENTRIES = ("checkpoints", "logs", "samples", "pipeline", "flux_transform")
-TEMPORARY_PATTERNS = (".pipeline-*", ".flux_transform-*", f"checkpoints/.{CHECKPOINT_PREFIX}*.incomplete")
+TEMPORARY_PATTERNS = (
+    ".pipeline.*.incomplete",
+    ".flux_transform.*.incomplete",
+    ".pipeline-*",  # the names of earlier versions
+    ".flux_transform-*",
+    f"checkpoints/.{CHECKPOINT_PREFIX}*.incomplete",
+)
 
 
 def _refuse_an_earlier_run(output_dir: Path, config: TrainingConfig) -> None:
@@ -506,9 +500,7 @@ def _write_sample_grid(accelerator, unet, ema, noise_scheduler, flux_transform, 
 def _export_pipeline(unet, ema, noise_scheduler, flux_transform, config: TrainingConfig, pipeline_dir: Path) -> None:
     """Save the EMA pipeline (with flux transform and training config) atomically to ``pipeline_dir``."""
     pipe = _ema_pipeline(unet, ema, noise_scheduler, flux_transform)
-    temporary = Path(tempfile.mkdtemp(prefix=".pipeline-", dir=_make_dir(pipeline_dir.parent)))
-    pipe.save_pretrained(temporary)
-    config.to_json(temporary / "training_config.json")
-    if pipeline_dir.exists():
-        shutil.rmtree(pipeline_dir)
-    os.replace(temporary, pipeline_dir)
+    _make_dir(pipeline_dir.parent)
+    with atomic_folder(pipeline_dir) as staged:
+        pipe.save_pretrained(staged)
+        config.to_json(staged / "training_config.json")
