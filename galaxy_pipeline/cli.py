@@ -81,25 +81,33 @@ def run_push(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Generate galaxies at the given redshifts and write FITS/PNG/NPY files and a manifest."""
+    """Generate galaxies at given redshifts, or at a catalogue's, into FITS/PNG/NPY files or a sharded HF dataset."""
+    from galaxy_pipeline.catalogue import read_redshifts
     from galaxy_pipeline.generate import generate_to_files
-    from galaxy_pipeline.hub import load_pipeline
+    from galaxy_pipeline.hub import check_device, load_pipeline
+    from galaxy_pipeline.processes import process_state
 
-    bad = [z for z in args.z if not 0 <= z < float("inf")]
-    if bad:
-        raise ValueError(f"--z must be finite redshifts >= 0; got {bad}.")
+    if args.redshifts is not None:
+        redshifts = read_redshifts(args.redshifts, args.redshift_column)
+    else:
+        redshifts = args.z
+        bad = [z for z in redshifts if not 0 <= z < float("inf")]
+        if bad:
+            raise ValueError(f"--z must be finite redshifts >= 0; got {bad}.")
     check_can_write(args.out)
+    device = args.device or str(process_state().device)
+    check_device(device)
     pipe, source = load_pipeline(
         args.model,
         revision=args.revision,
-        device=args.device,
+        device=device,
         dtype=args.dtype,
         channels_last=args.channels_last,
         compile_unet=args.compile,
     )
     manifest = generate_to_files(
         pipe,
-        args.z,
+        redshifts,
         n_per_redshift=args.n,
         seed=args.seed,
         out_dir=args.out,
@@ -107,20 +115,24 @@ def run_generate(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         steps=args.steps,
         batch_size=args.batch_size,
+        shard_size=args.shard_size,
         model_id=source.model_id,
         revision=source.commit,
         allow_extrapolation=args.allow_extrapolation,
         overwrite=args.overwrite,
+        progress=not args.quiet,
     )
-    print(f"Wrote {len(args.z) * args.n} galaxies; manifest: {manifest}")
+    if process_state().is_main_process:
+        print(f"Wrote {len(redshifts) * args.n} galaxies; manifest: {manifest}")
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Generate one galaxy per real redshift of a split, measure both alike, write the report and figures."""
     from galaxy_pipeline.data.loading import load_split
-    from galaxy_pipeline.evaluation.evaluate import evaluate_pipeline, load_predictor, process_state
+    from galaxy_pipeline.evaluation.evaluate import evaluate_pipeline, load_predictor
     from galaxy_pipeline.hub import check_device, load_pipeline
+    from galaxy_pipeline.processes import process_state
 
     split = load_split(args.data, args.split)
     device = args.device or str(process_state().device)
@@ -352,26 +364,46 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--license", default="cc-by-4.0", help="license of the weights (default cc-by-4.0)")
     push.set_defaults(handler=run_push)
 
-    generate = commands.add_parser("generate", help="generate galaxies at given redshifts to FITS/PNG/NPY files")
+    generate = commands.add_parser(
+        "generate",
+        help="generate galaxies at given redshifts, or a catalogue's, to FITS/PNG/NPY files or a HF dataset",
+        description="Generate galaxies into --out. Resumable (rerun the same command after a kill); shards over "
+        "processes under `accelerate launch --num_processes N -m galaxy_pipeline.cli generate ...`.",
+    )
     generate.add_argument("--model", required=True, help="pipeline folder or Hub id user/name")
     generate.add_argument("--revision", default=None, help="Hub branch, tag or commit of the model")
-    generate.add_argument("--z", type=float, nargs="+", required=True, help="redshift(s) to generate at")
+    where = generate.add_mutually_exclusive_group(required=True)
+    where.add_argument("--z", type=float, nargs="+", help="redshift(s) to generate at")
+    where.add_argument("--redshifts", default=None, help="catalogue table (.csv, .fits, .parquet) of redshifts")
+    generate.add_argument(
+        "--redshift-column", default="redshift", help="column of --redshifts holding the redshift (default redshift)"
+    )
     generate.add_argument("--n", type=int, default=8, help="galaxies per redshift (default 8)")
     generate.add_argument("--seed", type=int, default=0, help="base seed; image k uses seed + k (default 0)")
     _add_sampler_arguments(generate)
     generate.add_argument("--out", required=True, help="output folder")
     generate.add_argument(
-        "--format", nargs="+", choices=("fits", "png", "npy"), default=["fits"], help="file formats (default fits)"
+        "--format",
+        nargs="+",
+        choices=("fits", "png", "npy", "hf"),
+        default=["fits"],
+        help="file formats; hf: a Hugging Face dataset in parquet shards (default fits)",
     )
-    generate.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
+    generate.add_argument(
+        "--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: this process's accelerator)"
+    )
     generate.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="weights dtype")
     generate.add_argument("--channels-last", action="store_true", help="channels_last UNet weights (GPU speed-up)")
     generate.add_argument("--compile", action="store_true", help="torch.compile the UNet (long runs; compiles first)")
     generate.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
     generate.add_argument(
+        "--shard-size", type=int, default=1024, help="images per shard, the unit resumed after a kill (default 1024)"
+    )
+    generate.add_argument(
         "--allow-extrapolation", action="store_true", help="generate outside the trained redshift range"
     )
     generate.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
     generate.set_defaults(handler=run_generate)
 
     evaluate = commands.add_parser(

@@ -318,6 +318,13 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         return getattr(self, "_interrupt", False)
 
     @property
+    def default_num_inference_steps(self) -> int:
+        """Steps used when none are given: every training step for DDPM, 50 for the other schedulers."""
+        if isinstance(self.scheduler, DDPMScheduler):
+            return int(self.scheduler.config.num_train_timesteps)
+        return 50
+
+    @property
     def _image_shape(self) -> tuple[int, int, int]:
         config = self.unet.config
         size = (config.sample_size,) * 2 if isinstance(config.sample_size, int) else tuple(config.sample_size)
@@ -328,8 +335,7 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}.")
         if num_inference_steps is None:
-            is_ddpm = isinstance(self.scheduler, DDPMScheduler)
-            num_inference_steps = self.scheduler.config.num_train_timesteps if is_ddpm else 50
+            num_inference_steps = self.default_num_inference_steps
         check_positive_int("num_images_per_redshift", count)
         check_positive_int("num_inference_steps", num_inference_steps)
         check_positive_int("batch_size", batch_size, none_means="all images at once")

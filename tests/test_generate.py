@@ -14,7 +14,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from PIL import Image
 
 from galaxy_pipeline.cli import main
-from galaxy_pipeline.generate import generate_to_files, with_scheduler
+from galaxy_pipeline.generate import generate_to_files, generated_rows, with_scheduler
 
 # Images of one seed computed in batches of different sizes agree to float32 round-off (the
 # convolution kernels change with the batch size); different seeds differ by O(1) fluxes.
@@ -22,8 +22,7 @@ ROUND_OFF = {"rtol": 1e-3, "atol": 1e-3}
 
 
 def _read(manifest_path: Path, key: str) -> np.ndarray:
-    manifest = json.loads(manifest_path.read_text())
-    return np.stack([np.load(manifest_path.parent / row[key]) for row in manifest["images"]])
+    return np.stack([np.load(manifest_path.parent / row[key]) for row in generated_rows(manifest_path)])
 
 
 def test_fits_png_npy_and_manifest(tiny_pipeline, tmp_path):
@@ -41,7 +40,8 @@ def test_fits_png_npy_and_manifest(tiny_pipeline, tmp_path):
         progress=False,
     )
     manifest = json.loads(manifest_path.read_text())
-    assert [(row["index"], row["redshift"], row["seed"]) for row in manifest["images"]] == [
+    rows = list(generated_rows(manifest_path))
+    assert [(row["index"], row["redshift"], row["seed"]) for row in rows] == [
         (0, 0.3, 10),
         (1, 0.3, 11),
         (2, 1.2, 12),
@@ -49,7 +49,7 @@ def test_fits_png_npy_and_manifest(tiny_pipeline, tmp_path):
     ]
     assert manifest["scheduler"] == "DDIMScheduler" and manifest["steps"] == 3
 
-    row = manifest["images"][2]
+    row = rows[2]
     with fits.open(manifest_path.parent / row["fits"]) as hdus:
         header, data = hdus[0].header, hdus[0].data
         assert data.shape == (5, 16, 16) and data.dtype == np.dtype(">f4")
@@ -139,9 +139,10 @@ def test_cli_generate_writes_files(model_dir, tmp_path, capsys):
     options = ["--scheduler", "dpm", "--steps", "2", "--format", "fits", "npy", "--batch-size", "3"]
     assert main([*args, *options, "--dtype", "bfloat16"]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [row["seed"] for row in manifest["images"]] == [3, 4, 5, 6]
+    rows = list(generated_rows(out / "manifest.json"))
+    assert [row["seed"] for row in rows] == [3, 4, 5, 6]
     assert manifest["model"] == str(model_dir) and manifest["scheduler"] == "DPMSolverMultistepScheduler"
-    header = fits.getheader(out / manifest["images"][3]["fits"])
+    header = fits.getheader(out / rows[3]["fits"])
     assert header["REDSHIFT"] == pytest.approx(1.5) and header["STEPS"] == 2
     assert "manifest" in capsys.readouterr().out
 

@@ -1,7 +1,6 @@
 """Mistakes a user can make end in one line on stderr and exit code 2 (the Python API raises ValueError)."""
 
 import errno
-import json
 import shutil
 import socket
 from pathlib import Path
@@ -15,6 +14,7 @@ from huggingface_hub import constants
 from galaxy_pipeline import cli
 from galaxy_pipeline.cli import main
 from galaxy_pipeline.evaluation.evaluate import load_predictor
+from galaxy_pipeline.generate import generated_rows
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 
 WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
@@ -108,12 +108,14 @@ def test_overwrite_replaces_a_larger_earlier_run(saved_model, tmp_path, capsys):
     assert main([*arguments, "--n", "7", "--format", "npy", "fits", "--out", str(out)]) == 0
     assert main([*arguments, "--n", "1", "--format", "npy", "--out", str(out), "--overwrite"]) == 0
     capsys.readouterr()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert [row["npy"] for row in manifest["images"]] == ["npy/galaxy_00000_z0.5000.npy"]
+    assert [row["npy"] for row in generated_rows(out / "manifest.json")] == ["npy/galaxy_00000_z0.5000.npy"]
     assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*")) == [
+        "generate.json",
         "manifest.json",
         "npy",
         "npy/galaxy_00000_z0.5000.npy",
+        "shards",
+        "shards/shard-00000.json",
     ]
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 

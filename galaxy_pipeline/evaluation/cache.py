@@ -13,21 +13,18 @@ split or ``n`` is refused rather than mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 from astropy.table import MaskedColumn, Table, vstack
 
 from galaxy_pipeline.atomic import atomic_write
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor
-from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.fingerprint import fingerprint
 
 SETTINGS_FILE = "settings.json"
 
@@ -161,23 +158,6 @@ def read_tables(paths: list[Path], redshifts: list[np.ndarray]) -> Table:
     merged.meta.pop("detection_rate", None)
     merged.meta["seconds"] = sum(float(table.meta.get("seconds", 0.0)) for table in tables)
     return merged
-
-
-def fingerprint(model: GalaxyRedshiftPipeline | RedshiftPredictor | None) -> str:
-    """SHA-256 of a pipeline's (or predictor's) weights and configs: same hash, same model."""
-    digest = hashlib.sha256()
-    modules: list[Any] = [model.unet] if isinstance(model, GalaxyRedshiftPipeline) else [model]
-    if isinstance(model, GalaxyRedshiftPipeline):
-        transform = model.flux_transform
-        digest.update(json.dumps([transform.softening, transform.scale, transform.band_names]).encode())
-    for module in modules:
-        config = module.config.to_dict() if hasattr(module.config, "to_dict") else dict(module.config)
-        config = {key: value for key, value in config.items() if not key.startswith("_")}  # bookkeeping, unordered
-        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-        for key, tensor in sorted(module.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _read_table(path: Path) -> Table:

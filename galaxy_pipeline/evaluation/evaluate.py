@@ -40,22 +40,22 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from accelerate import PartialState
 from astropy.table import Table
-from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
 from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.data.loading import check_split
 from galaxy_pipeline.data.schema import IMAGE_KEY, REDSHIFT_COLUMN
-from galaxy_pipeline.evaluation.cache import EvaluationCache, ensure, fingerprint, read_npz
+from galaxy_pipeline.evaluation.cache import EvaluationCache, ensure, read_npz
 from galaxy_pipeline.evaluation.morphology import measure_morphology
 from galaxy_pipeline.evaluation.redshift_model import RedshiftPredictor, predict_redshifts, predictor_features
 from galaxy_pipeline.evaluation.settings import EvaluationSettings
 from galaxy_pipeline.evaluation.statistics import REDSHIFT_BIN_EDGES
 from galaxy_pipeline.evaluation.summary import COMPARED_QUANTITIES, add_colours, summarize
+from galaxy_pipeline.fingerprint import fingerprint
 from galaxy_pipeline.generate import with_scheduler
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.processes import process_state
 
 GRID_REDSHIFTS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9, 2.0)
 """Redshifts shown in the galaxy grid (fig5)."""
@@ -152,20 +152,7 @@ def _sampler(
     check_positive_int("num_inference_steps", num_inference_steps, none_means="the sampler's default")
     sampler = with_scheduler(pipe, scheduler)
     sampler.set_progress_bar_config(disable=True)
-    if num_inference_steps is None:
-        is_ddpm = isinstance(sampler.scheduler, DDPMScheduler)
-        num_inference_steps = sampler.scheduler.config.num_train_timesteps if is_ddpm else 50
-    return sampler, num_inference_steps
-
-
-def process_state() -> PartialState:
-    """accelerate's state of this process; processes launched on a machine without CUDA work together over gloo.
-
-    ``PartialState()`` alone leaves CPU-only processes of ``accelerate launch --multi_gpu`` unaware of each
-    other; ``cpu=True`` (only when several were launched) makes them one MULTI_CPU group, as in training.
-    """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return PartialState(cpu=launched and not torch.cuda.is_available())
+    return sampler, num_inference_steps or sampler.default_num_inference_steps
 
 
 def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> RedshiftPredictor:
