@@ -36,23 +36,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from galaxiesml_files import write_galaxiesml_splits  # noqa: E402
 
 
-def bare_loop_images_per_second(preset: str, batch_size: int, steps: int, warmup: int, device: str) -> float:
-    """Images/s of a minimal DDPM training loop around a stock UNet2DModel of the preset's size."""
+def bare_loop_images_per_second(
+    preset: str, batch_size: int, steps: int, warmup: int, device: str, mixed_precision: str = "no", side: int = 64
+) -> float:
+    """Images/s of a minimal DDPM training loop around a stock UNet2DModel of the preset's size.
+
+    ``mixed_precision="bf16"`` runs the forward pass and loss under ``torch.autocast`` in bfloat16, as
+    accelerate does; ``side`` is the image size in pixels.
+    """
     ours_only = ("redshift_embedding_dim", "redshift_scale", "pixel_unshuffle_factor")
     blocks = {k: v for k, v in UNET_PRESETS[preset].items() if k not in ours_only}
     # A preset that folds f x f pixel blocks into channels runs the stock network on the folded shape.
     factor = UNET_PRESETS[preset].get("pixel_unshuffle_factor", 1)
-    channels, side = 5 * factor**2, 64 // factor
+    channels, side = 5 * factor**2, side // factor
     model = UNet2DModel(sample_size=side, in_channels=channels, out_channels=channels, **blocks).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scheduler = paper_scheduler()
     images = torch.randn(batch_size, channels, side, side, device=device)
     for step in range(warmup + steps):
         if step == warmup:
+            if device == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
         noise = torch.randn_like(images)
         timesteps = torch.randint(0, 1000, (batch_size,), device=device)
-        loss = F.huber_loss(model(scheduler.add_noise(images, noise, timesteps), timesteps).sample, noise)
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=mixed_precision == "bf16"):
+            loss = F.huber_loss(model(scheduler.add_noise(images, noise, timesteps), timesteps).sample, noise)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -71,14 +80,18 @@ def our_loop_images_per_second(
     run_dir: Path,
     num_workers: int = 0,
     in_memory_gb: float = 2.0,
+    extra_args: tuple[str, ...] = (),
 ) -> float:
-    """Mean logged images/s of the full training loop, excluding the first logging window."""
+    """Mean logged images/s of the full training loop, excluding the first logging window.
+
+    ``extra_args`` are more flags of ``train_scripts/train.py`` (e.g. ``("--mixed_precision", "bf16")``).
+    """
     args = [
         "--dataset_dir", str(dataset_dir), "--output_dir", str(run_dir),
         "--unet_preset", preset, "--train_batch_size", str(batch_size), "--max_train_steps", str(steps),
         "--logging_steps", str(logging_steps), "--checkpointing_steps", str(10 * steps),
         "--sample_every_steps", "0", "--flux_fit_images", "64", "--dataloader_num_workers", str(num_workers),
-        "--dataset_in_memory_gb", str(in_memory_gb),
+        "--dataset_in_memory_gb", str(in_memory_gb), *extra_args,
     ]  # fmt: skip
     train(parse_training_config(args))
     events = EventAccumulator(str(next((run_dir / "logs").rglob("events.out.tfevents*")).parent))
