@@ -19,7 +19,8 @@ when its share is spent, and is marked ``partial`` or ``skipped`` with a note. S
 4. ``scale_check``: a GalSim mock of ``--mock-galaxies`` drawn on every CPU core, the paper network trained on
    it for the stage's time with the ``standard`` recipe, then the 400-galaxy exam (DDIM 50, the scorecard).
 5. ``catalogue``: ``generate`` at the test split's redshifts into a sharded Hugging Face dataset, timed.
-6. ``bf16_fidelity``: the exam of stage 4's model sampled in bfloat16 against float32, same seeds.
+6. ``bf16_fidelity``: the exam of stage 4's model sampled in bfloat16 against float32, same seeds
+   (``benchmarks/bf16_fidelity.py``).
 
 Random weights are used where only speed is measured (stages 1-3); speed does not depend on training.
 """
@@ -41,15 +42,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bf16_fidelity import compare, exam, exam_summary
 from diffusers.utils import logging as diffusers_logging
 from torch.utils.flop_counter import FlopCounterMode
 from train_throughput import bare_loop_images_per_second, our_loop_images_per_second
 
 from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, paper_scheduler
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
-from galaxy_pipeline.data.loading import load_split
 from galaxy_pipeline.data.mock import write_mock_splits
-from galaxy_pipeline.evaluation.evaluate import evaluate_pipeline
 from galaxy_pipeline.generate import generate_to_files, with_scheduler
 from galaxy_pipeline.training.config import parse_training_config
 from galaxy_pipeline.training.trainer import train
@@ -361,7 +361,8 @@ def stage_scale_check(sizes: Sizes, device: torch.device, budget: Budget, result
     train(parse_training_config(recipe))
     trained_s = time.perf_counter() - start
     log(f"scale check: {steps} steps of {sizes.train_preset} in {trained_s:.0f} s")
-    report = exam(work / "scale_run" / "pipeline", work / "mock", work / "exam_fp32", sizes, device, "float32")
+    report = exam(work / "scale_run" / "pipeline", work / "mock", work / "exam" / "float32", sizes.exam_galaxies,
+                  sizes.exam_steps, "float32", device)  # fmt: skip
     results["scale_check"] = {
         "mock_galaxies": sizes.mock_galaxies, "mock_seconds": mock_s, "cpu_cores": os.cpu_count(),
         "preset": sizes.train_preset, "recipe": "standard", "train_steps": steps,
@@ -369,29 +370,6 @@ def stage_scale_check(sizes: Sizes, device: torch.device, budget: Budget, result
         "images_seen": steps * sizes.train_batch_size, "exam": exam_summary(report),
     }  # fmt: skip
     return ""
-
-
-def exam(model: Path, data: Path, out: Path, sizes: Sizes, device: torch.device, dtype: str) -> dict:
-    """The 400-galaxy exam (DDIM, the scorecard; no predictor) of a saved pipeline in ``dtype``."""
-    pipe = GalaxyRedshiftPipeline.from_pretrained(model, dtype=getattr(torch, dtype)).to(device)
-    return evaluate_pipeline(
-        pipe, load_split(data, "test"), out, n=sizes.exam_galaxies, scheduler="ddim",
-        num_inference_steps=sizes.exam_steps, batch_size=256, morphology_workers=os.cpu_count(),
-        n_permutations=100, n_bootstrap=200, figures=False, progress=False,
-    )  # fmt: skip
-
-
-def exam_summary(report: dict) -> dict:
-    card = report["scorecard"]
-    cells = {
-        f"{cell['quantity']} {cell['z_min']:g}-{cell['z_max']:g}": cell["generated_median"]
-        for cell in card["cells"]
-        if cell.get("generated_median") is not None
-    }
-    return {
-        "n": report["counts"]["n_generated"], "cells_passed": card["n_pass"], "cells_judged": card["n_judged"],
-        "failing": card["failing"], "generated_medians": cells, "tolerances": card["tolerances"],
-    }  # fmt: skip
 
 
 def stage_catalogue(sizes: Sizes, device: torch.device, budget: Budget, results: dict, work: Path) -> str:
@@ -420,46 +398,14 @@ def stage_catalogue(sizes: Sizes, device: torch.device, budget: Budget, results:
 
 
 def stage_bf16_fidelity(sizes: Sizes, device: torch.device, budget: Budget, results: dict, work: Path) -> str:
-    """The scale check's exam again with the UNet in bfloat16 (same seeds): the scorecards side by side, and
-    the images themselves: the i-band flux ratio bf16/fp32 and the pixel RMS difference over the fp32 RMS."""
-    fp32 = results.get("scale_check", {}).get("exam")
-    if fp32 is None:
+    """The scale check's exam again with the UNet in bfloat16, same seeds (``benchmarks/bf16_fidelity.py``)."""
+    if "scale_check" not in results:
         return "no scale_check model to compare"
-    images = {}
-    for dtype in ("float32", "bfloat16"):
-        pipe = GalaxyRedshiftPipeline.from_pretrained(work / "scale_run" / "pipeline", dtype=getattr(torch, dtype))
-        pipe.to(device).set_progress_bar_config(disable=True)
-        redshifts = np.asarray(load_split(work / "mock", "test")["redshift"][: sizes.exam_galaxies], dtype=float)
-        images[dtype] = with_scheduler(pipe, "ddim")(
-            z=redshifts,
-            seeds=range(redshifts.size),
-            num_inference_steps=sizes.exam_steps,
-            output_type="np",
-            allow_extrapolation=True,  # as the exam does: every test galaxy, at its own redshift
-        ).images
-    flux = {dtype: images[dtype][:, 2].sum(axis=(-2, -1)) for dtype in images}
-    flux_ratio = np.median(flux["bfloat16"] / np.where(flux["float32"] == 0, np.nan, flux["float32"]))
-    rms = np.sqrt(np.mean((images["bfloat16"] - images["float32"]) ** 2)) / np.sqrt(np.mean(images["float32"] ** 2))
-    bf16 = exam_summary(exam(work / "scale_run" / "pipeline", work / "mock", work / "exam_bf16", sizes, device,
-                             "bfloat16"))  # fmt: skip
-    shared = sorted(fp32["generated_medians"].keys() & bf16["generated_medians"].keys())
-    differences, shifts = {}, {}
-    for key in shared:
-        quantity = key.split(" ")[0]
-        kind, tolerance = bf16["tolerances"][quantity]
-        reference = fp32["generated_medians"][key]
-        differences[key] = bf16["generated_medians"][key] - reference
-        shifts[key] = abs(differences[key]) / (tolerance * (abs(reference) if kind == "relative" else 1.0))
-    worst = max(shifts, key=shifts.get) if shifts else None
-    supported = worst is not None and shifts[worst] <= 0.5
-    results["bf16_fidelity"] = {
-        "median_i_flux_ratio_bf16_to_fp32": float(flux_ratio), "pixel_rms_difference_over_rms": float(rms),
-        "n": bf16["n"], "fp32_cells_passed": fp32["cells_passed"], "bf16_cells_passed": bf16["cells_passed"],
-        "cells_judged": bf16["cells_judged"], "median_differences_bf16_minus_fp32": differences,
-        "largest_shift_in_tolerances": shifts.get(worst), "largest_shift_cell": worst,
-        "bf16_supported": supported,
-        "rule": "bf16 is supported when no generated median moves by more than half its scorecard tolerance",
-    }  # fmt: skip
+    model, data = work / "scale_run" / "pipeline", work / "mock"
+    bf16 = exam_summary(exam(model, data, work / "exam" / "bfloat16", sizes.exam_galaxies, sizes.exam_steps,
+                             "bfloat16", device))  # fmt: skip
+    fp32 = results["scale_check"]["exam"]
+    results["bf16_fidelity"] = compare(fp32, bf16, work / "exam" / "float32", work / "exam" / "bfloat16")
     return ""
 
 
