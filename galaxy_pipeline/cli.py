@@ -184,7 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     check_port(args.host, args.port)
     pipe, source = load_pipeline(args.model, revision=args.revision, device=args.device)
-    demo = build_demo(pipe, max_images=args.max_images, max_steps=args.max_steps, model_id=source.model_id)
+    demo = build_demo(pipe, max_images=args.max_images, max_steps=args.max_steps, source=source)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share == "yes")
     return 0
 

@@ -28,7 +28,9 @@ from PIL import Image
 from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.generate import SCHEDULERS, fits_header, with_scheduler
 from galaxy_pipeline.hsc import BANDS, MAG_ZERO_POINT, PIXEL_SCALE_ARCSEC
+from galaxy_pipeline.hub_ids import ModelSource
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
+from galaxy_pipeline.provenance import read_training_config, training_data_sentence
 from galaxy_pipeline.visualization import RGB_BANDS, to_pil
 
 SAMPLER_LABELS = {
@@ -181,7 +183,7 @@ def build_demo(
     pipe: GalaxyRedshiftPipeline,
     max_images: int = 8,
     max_steps: int = 100,
-    model_id: str | None = None,
+    source: ModelSource | None = None,
     default_sampler: str = "dpm",
     default_steps: int = 25,
     queue_size: int = 16,
@@ -196,7 +198,9 @@ def build_demo(
         pipe: the pipeline to sample from.
         max_images: most galaxies per request.
         max_steps: most denoising steps per request.
-        model_id: model name shown on the page and written into FITS headers.
+        source: where the pipeline was loaded from (``galaxy_pipeline.hub.load_pipeline``'s second value): the
+            page names the model by its Hub id or folder name, and states its training data from the
+            folder's ``training_config.json``, as the model card does.
         default_sampler: sampler selected when the page opens.
         default_steps: steps selected when the page opens.
         queue_size: most requests waiting in the queue; requests run one at a time.
@@ -212,6 +216,9 @@ def build_demo(
         raise ValueError(f"Unknown default_sampler {default_sampler!r}; choose one of {sorted(SCHEDULERS)}.")
     z_min, z_max = pipe.redshift_range
     workdir = Path(tempfile.mkdtemp(prefix="galaxy-pipeline-demo-"))
+    model_id = source.display_name if source is not None else None
+    training = read_training_config(source.local_dir) if source is not None else None
+    trained_on = training_data_sentence(training) if training is not None else "training data not recorded"
 
     def run(z, n, seed, sampler, steps):
         _remove_old_files(workdir)
@@ -225,8 +232,8 @@ def build_demo(
     intro = (
         f"# Galaxies at a chosen redshift\n"
         f"A redshift-conditioned diffusion model{f' (`{model_id}`)' if model_id else ''} of Hyper Suprime-Cam "
-        f'{"/".join(BANDS)} cutouts ({size} x {size} pixels of {PIXEL_SCALE_ARCSEC}"), trained on GalaxiesML '
-        f"for {z_min:g} <= z <= {z_max:g}. Fluxes are in HSC units (AB zero point {MAG_ZERO_POINT:g}).\n\n"
+        f'{"/".join(BANDS)} cutouts ({size} x {size} pixels of {PIXEL_SCALE_ARCSEC}"), trained on {trained_on}, '
+        f"for {z_min:.2f} <= z <= {z_max:.2f}. Fluxes are in HSC units (AB zero point {MAG_ZERO_POINT:g}).\n\n"
         f"Limits per request: {max_images} galaxies, {max_steps} denoising steps; requests run one at a time."
     )
     with gr.Blocks(title="galaxy_pipeline demo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
@@ -239,7 +246,7 @@ def build_demo(
                     value=min(max(0.5, z_min), z_max),
                     step=0.01,
                     label="Redshift z",
-                    info=f"trained range {z_min:g}-{z_max:g}; 93% of GalaxiesML lies below z = 1.5",
+                    info=f"trained range {z_min:.2f}-{z_max:.2f}; 93% of GalaxiesML lies below z = 1.5",
                     elem_id="redshift",
                 )
                 count = gr.Slider(

@@ -34,13 +34,13 @@ from galaxy_pipeline.hub_ids import (
     hub_errors,
     resolve_model,
 )
+from galaxy_pipeline.provenance import TRAINING_CONFIG_FILE, trained_on_mock, training_data_sentence
 
 logger = logging.getLogger(__name__)
 
 CARD_TEMPLATE = "pipeline_card.md"
 """File name of the model card template inside ``galaxy_pipeline/templates``."""
 
-TRAINING_CONFIG_FILE = "training_config.json"
 REPORT_FILE = "report.json"
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg")
 
@@ -73,9 +73,9 @@ def render_model_card(
     training_config_path = model_dir / TRAINING_CONFIG_FILE
     training_config = _read_json(training_config_path) if training_config_path.is_file() else None
     training_rows = _flatten(training_config) if training_config is not None else []
-    training_data = _training_data_sentence(training_config)
+    training_data = training_data_sentence(training_config)
     if datasets is None:
-        datasets = [] if _trained_on_mock(training_config) else ["GalaxiesML"]
+        datasets = [] if trained_on_mock(training_config) else ["GalaxiesML"]
     report_dir = _check_report_dir(report_dir) if report_dir is not None else None
     evaluation_tables = report_tables(_read_json(report_dir / REPORT_FILE)) if report_dir else []
     figures = [{"name": path.stem, "path": f"figures/{path.name}"} for path in _figures(report_dir)]
@@ -344,21 +344,6 @@ def _count_parameters(unet_dir: Path) -> str:
                     count *= size
                 total += count
     return f"{total / 1e6:.1f} M" if total >= 1e6 else f"{total:,}"
-
-
-def _trained_on_mock(training_config: Mapping | None) -> bool:
-    """Whether a training config says the model was trained on the GalSim mock (no ``dataset_dir``)."""
-    return training_config is not None and "dataset_dir" in training_config and training_config["dataset_dir"] is None
-
-
-def _training_data_sentence(training_config: Mapping | None) -> str:
-    """What the model was trained on, for the card's first paragraph."""
-    if _trained_on_mock(training_config):
-        return (
-            f"the GalSim mock of GalaxiesML made by galaxy_pipeline ({training_config.get('mock_galaxies', '?')} "
-            f"simulated galaxies, seed {training_config.get('seed', '?')}): simulated, not real, galaxies"
-        )
-    return "GalaxiesML (HSC-SSP PDR2 cutouts with spectroscopic redshifts)"
 
 
 def _flatten(config: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -64,6 +64,11 @@ class ModelSource:
     local_dir: Path
     commit: str | None
 
+    @property
+    def display_name(self) -> str:
+        """The name to show users: the Hub id, or a local folder's name (never this machine's full path)."""
+        return self.model_id if self.commit is not None else self.local_dir.name
+
 
 @contextmanager
 def hub_errors(repo_id: str) -> Iterator[None]:

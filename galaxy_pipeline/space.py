@@ -31,7 +31,7 @@ from galaxy_pipeline.hub import load_pipeline
 MODEL_ID = "{model_id}"
 
 pipe, source = load_pipeline(MODEL_ID, device="cuda" if torch.cuda.is_available() else "cpu")
-demo = build_demo(pipe, max_images={max_images}, max_steps={max_steps}, model_id=MODEL_ID)
+demo = build_demo(pipe, max_images={max_images}, max_steps={max_steps}, source=source)
 
 if __name__ == "__main__":
     demo.launch()

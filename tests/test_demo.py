@@ -1,5 +1,6 @@
 """The Gradio demo (built, not served) and the Space export."""
 
+import json
 import os
 import runpy
 import sys
@@ -21,6 +22,7 @@ from galaxy_pipeline import hub  # noqa: E402
 from galaxy_pipeline.cli import main  # noqa: E402
 from galaxy_pipeline.demo import build_demo, generate_galaxies, measurement_table  # noqa: E402
 from galaxy_pipeline.generate import with_scheduler  # noqa: E402
+from galaxy_pipeline.hub_ids import ModelSource  # noqa: E402
 from galaxy_pipeline.space import export_space  # noqa: E402
 
 MORPHOLOGY_MODULE = "galaxy_pipeline.evaluation.morphology"
@@ -35,6 +37,20 @@ def pipe():
 def without_morphology(monkeypatch):
     """Make ``import galaxy_pipeline.evaluation.morphology`` fail, as before that module exists."""
     monkeypatch.setitem(sys.modules, MORPHOLOGY_MODULE, None)
+
+
+def test_the_page_names_the_model_and_its_training_data_from_its_folder(pipe, tmp_path):
+    folder = tmp_path / "deep" / "path" / "my-mock-model"
+    pipe.save_pretrained(folder)
+    (folder / "training_config.json").write_text(json.dumps({"dataset_dir": None, "mock_galaxies": 4000, "seed": 3}))
+    demo = build_demo(pipe, source=ModelSource(model_id=str(folder), local_dir=folder, commit=None))
+    text = " ".join(str(block.value) for block in demo.blocks.values() if isinstance(block, gr.Markdown))
+    assert "trained on the GalSim mock of GalaxiesML" in text and "4000 simulated galaxies, seed 3" in text
+    assert "(`my-mock-model`)" in text and str(tmp_path) not in text
+    assert "0.00 <= z <= 1.50" in text
+    (folder / "training_config.json").unlink()
+    text = " ".join(str(block.value) for block in build_demo(pipe).blocks.values() if isinstance(block, gr.Markdown))
+    assert "training data not recorded" in text and "GalSim" not in text
 
 
 def test_build_demo_controls_follow_the_trained_range_and_limits(pipe):

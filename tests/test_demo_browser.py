@@ -52,7 +52,8 @@ def demo_url():
 
     model = os.environ.get("GALAXY_PIPELINE_DEMO_MODEL")
     if model:  # a trained model makes a screenshot worth showing
-        demo = build_demo(load_pipeline(model)[0], max_images=4, max_steps=25, model_id=model)
+        pipe, source = load_pipeline(model)
+        demo = build_demo(pipe, max_images=4, max_steps=25, source=source)
     else:
         pipe = make_tiny_pipeline(sample_size=64, redshift_max=2.0)
         demo = build_demo(pipe, max_images=4, max_steps=3, default_sampler="ddim")

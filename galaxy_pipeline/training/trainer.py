@@ -44,6 +44,7 @@ from galaxy_pipeline.data.mock_dataset import ensure_mock_dataset
 from galaxy_pipeline.data.schema import REDSHIFT_RANGE
 from galaxy_pipeline.normalization import FluxTransform, channel_mixing_for
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline, paper_scheduler
+from galaxy_pipeline.provenance import TRAINING_CONFIG_FILE
 from galaxy_pipeline.training.config import TrainingConfig
 from galaxy_pipeline.unet import RedshiftUNet2DModel
 from galaxy_pipeline.visualization import image_grid, rgb_composite
@@ -503,4 +504,4 @@ def _export_pipeline(unet, ema, noise_scheduler, flux_transform, config: Trainin
     _make_dir(pipeline_dir.parent)
     with atomic_folder(pipeline_dir) as staged:
         pipe.save_pretrained(staged)
-        config.to_json(staged / "training_config.json")
+        config.to_json(staged / TRAINING_CONFIG_FILE)
