@@ -35,6 +35,7 @@ from galaxy_pipeline.hub_ids import (
     resolve_model,
 )
 from galaxy_pipeline.provenance import TRAINING_CONFIG_FILE, trained_on_mock, training_data_sentence
+from galaxy_pipeline.remote_code import write_remote_code
 
 logger = logging.getLogger(__name__)
 
@@ -287,6 +288,7 @@ def _stage_upload(model_dir: Path, staging: Path, card: ModelCard, report_dir: s
     files = upload_file_list(model_dir)
     for relative in files:
         _link_or_copy(model_dir / relative, staging / relative)
+    files = sorted(set(files) | set(write_remote_code(staging)))  # loadable by diffusers alone, trust_remote_code
     card.save(staging / "README.md")
     files.append("README.md")
     if report_dir is not None:

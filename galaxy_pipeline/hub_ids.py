@@ -27,8 +27,9 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-UPLOAD_ALLOW_PATTERNS: list[str] = ["*.json", "*.safetensors", "README.md", "figures/*"]
-"""What a pipeline upload may contain (patterns relative to the pipeline folder, ``*`` crosses folders)."""
+UPLOAD_ALLOW_PATTERNS: list[str] = ["*.json", "*.safetensors", "*.py", "README.md", "figures/*"]
+"""What a pipeline upload may contain (patterns relative to the pipeline folder, ``*`` crosses folders); the
+``.py`` files are the pipeline's own code (``remote_code.write_remote_code``)."""
 
 UPLOAD_IGNORE_PATTERNS: list[str] = [
     "checkpoint-*",

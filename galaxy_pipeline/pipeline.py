@@ -10,7 +10,9 @@ The scheduler that trained the model samples by default (DDPM, 1000 steps). Swap
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
 import os
 import reprlib
 import warnings
@@ -31,6 +33,7 @@ from PIL import Image
 from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.hub_ids import resolve_model
 from galaxy_pipeline.normalization import MODEL_SPACE_LIMIT, FluxTransform
+from galaxy_pipeline.remote_code import carries_remote_code
 from galaxy_pipeline.unet import RedshiftUNet2DModel
 from galaxy_pipeline.visualization import to_pil
 
@@ -129,8 +132,12 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         )
         bar_enabled = diffusers_logging.is_progress_bar_enabled()
         diffusers_logging.disable_progress_bar()  # three components load in a blink: no bar
+        index_path = source.local_dir / "model_index.json"
         try:
-            pipe = super().from_pretrained(source.local_dir, use_safetensors=True, local_files_only=True, **kwargs)
+            if index_path.is_file() and carries_remote_code(json.loads(index_path.read_text(encoding="utf-8"))):
+                pipe = cls._from_folder_with_code(source.local_dir, **kwargs)
+            else:
+                pipe = super().from_pretrained(source.local_dir, use_safetensors=True, local_files_only=True, **kwargs)
         except OSError as error:
             raise ValueError(
                 f"Cannot load the pipeline in {source.local_dir}: {str(error).strip()} The folder is damaged or "
@@ -141,6 +148,18 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
                 diffusers_logging.enable_progress_bar()
         _check_finite_weights(pipe.unet, source.local_dir)
         return pipe
+
+    @classmethod
+    def _from_folder_with_code(cls, folder: Path, **kwargs) -> GalaxyRedshiftPipeline:
+        """A folder that carries its own modules (``remote_code.write_remote_code``), read with this package's
+        classes: diffusers would import the folder's copies instead (``trust_remote_code``)."""
+        scheduler_config = DDPMScheduler.load_config(folder / "scheduler")
+        scheduler_class = getattr(importlib.import_module("diffusers"), scheduler_config["_class_name"])
+        return cls(
+            unet=RedshiftUNet2DModel.from_pretrained(folder / "unet", use_safetensors=True, **kwargs),
+            scheduler=scheduler_class.from_config(scheduler_config),
+            flux_transform=FluxTransform.from_pretrained(folder / "flux_transform"),
+        )
 
     @property
     def redshift_range(self) -> tuple[float, float]:

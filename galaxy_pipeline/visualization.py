@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from astropy.visualization import make_lupton_rgb
 from PIL import Image
 
 from galaxy_pipeline.hsc import BANDS
@@ -23,6 +22,8 @@ def rgb_composite(fluxes: np.ndarray, stretch: float = 0.4, q: float = 8.0) -> n
     Returns:
         uint8 array (H, W, 3) or (N, H, W, 3).
     """
+    from astropy.visualization import make_lupton_rgb  # here: the pipeline's remote code loads without astropy
+
     fluxes = np.asarray(fluxes, dtype=np.float64)
     if fluxes.ndim not in (3, 4) or fluxes.shape[-3] != len(BANDS):
         raise ValueError(f"Expected fluxes of shape (5, H, W) or (N, 5, H, W); got {fluxes.shape}.")

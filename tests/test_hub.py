@@ -105,17 +105,24 @@ def test_push_uploads_pipeline_card_and_report_but_no_training_leftovers(saved_p
     assert fake.calls["create_repo"]["private"] is True
     assert fake.calls["create_repo"]["token"] == fake.calls["upload_folder"]["token"] == SECRET
     assert "create_branch" not in fake.calls
-    assert fake.uploaded == [
-        "README.md",
-        "evaluation/report.json",
-        "figures/sersic_index.png",
-        "flux_transform/preprocessor_config.json",
-        "model_index.json",
-        "scheduler/scheduler_config.json",
-        "training_config.json",
-        "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors",
-    ]
+    code = ["atomic.py", "checks.py", "flux_transform/hsc.py", "flux_transform/normalization.py", "hsc.py"]
+    code += ["hub_ids.py", "normalization.py", "pipeline.py", "remote_code.py", "unet.py", "unet/unet.py"]
+    assert fake.uploaded == sorted(
+        [
+            *code,
+            "visualization.py",
+            "README.md",
+            "evaluation/report.json",
+            "figures/sersic_index.png",
+            "flux_transform/preprocessor_config.json",
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "training_config.json",
+            "unet/config.json",
+            "unet/diffusion_pytorch_model.safetensors",
+        ]
+    )
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == "GalaxyRedshiftPipeline"
 
 
 def test_upload_patterns_refuse_leftovers_even_without_staging(saved_pipeline):
