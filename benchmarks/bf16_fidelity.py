@@ -1,6 +1,6 @@
 """bf16 against fp32 sampling on one trained model and the same seeds: does bfloat16 keep the exam's numbers?
 
-    python benchmarks/bf16_fidelity.py --model runs/qs_colour_s0/pipeline \\
+    python benchmarks/bf16_fidelity.py --model runs/qs_s0/pipeline \\
         --data ~/.cache/galaxy_pipeline/mock/mock-n4000-seed0 --n 200 --out bf16_exam
 
 Runs the exam (``evaluate_pipeline``: DDIM, the scorecard, no predictor) twice, with the UNet's weights in
@@ -8,7 +8,9 @@ float32 and in bfloat16 (the sampler's arithmetic stays float32), on the first `
 same seeds; the real galaxies are measured once. Compared: every scorecard cell's generated median (the
 difference in units of the cell's tolerance), the passing cells, and the images themselves (median i-band
 flux ratio bf16/fp32, pixel RMS difference over the fp32 pixel RMS). bf16 is supported when no generated
-median moves by more than half its tolerance. Writes ``bf16_fidelity.json`` and ``bf16_fidelity.md``.
+median of a cell the scorecard judges (>= 30 real galaxies) moves by more than half its tolerance; the
+largest shift over all cells is reported beside it (medians of a few galaxies move with any perturbation).
+Writes ``bf16_fidelity.json`` and ``bf16_fidelity.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from galaxy_pipeline.data.loading import load_split
 from galaxy_pipeline.evaluation.evaluate import evaluate_pipeline
 
 SUPPORT_SHIFT = 0.5
-"""bf16 is supported when every generated median moves by at most this fraction of its cell's tolerance."""
+"""bf16 is supported when every judged cell's generated median moves by at most this fraction of its tolerance."""
 
 
 def exam(model: Path, data: Path, out: Path, n: int, steps: int, dtype: str, device: str | torch.device) -> dict:
@@ -50,9 +52,14 @@ def exam_summary(report: dict) -> dict:
         for cell in card["cells"]
         if cell.get("generated_median") is not None
     }
+    judged = [
+        f"{cell['quantity']} {cell['z_min']:g}-{cell['z_max']:g}"
+        for cell in card["cells"]
+        if cell["n_real"] >= card["min_real"]
+    ]
     return {
         "n": report["counts"]["n_generated"], "cells_passed": card["n_pass"], "cells_judged": card["n_judged"],
-        "failing": card["failing"], "generated_medians": medians, "tolerances": card["tolerances"],
+        "failing": card["failing"], "generated_medians": medians, "tolerances": card["tolerances"], "judged": judged,
     }  # fmt: skip
 
 
@@ -70,7 +77,9 @@ def compare(fp32: dict, bf16: dict, fp32_dir: Path, bf16_dir: Path) -> dict:
         reference = fp32["generated_medians"][key]
         differences[key] = bf16["generated_medians"][key] - reference
         shifts[key] = abs(differences[key]) / (tolerance * (abs(reference) if kind == "relative" else 1.0))
-    worst = max(shifts, key=shifts.get) if shifts else None
+    judged = {key: shift for key, shift in shifts.items() if key in bf16["judged"]}
+    worst = max(judged, key=judged.get) if judged else None
+    worst_any = max(shifts, key=shifts.get) if shifts else None
     images = {"fp32": generated_images(fp32_dir), "bf16": generated_images(bf16_dir)}
     flux = {name: value[:, 2].sum(axis=(-2, -1)) for name, value in images.items()}
     ratio = flux["bf16"] / np.where(flux["fp32"] == 0, np.nan, flux["fp32"])
@@ -79,10 +88,12 @@ def compare(fp32: dict, bf16: dict, fp32_dir: Path, bf16_dir: Path) -> dict:
         "n": bf16["n"], "fp32_cells_passed": fp32["cells_passed"], "bf16_cells_passed": bf16["cells_passed"],
         "cells_judged": bf16["cells_judged"], "median_differences_bf16_minus_fp32": differences,
         "shifts_in_tolerances": shifts, "largest_shift_in_tolerances": shifts.get(worst),
-        "largest_shift_cell": worst, "median_i_flux_ratio_bf16_to_fp32": float(np.nanmedian(ratio)),
+        "largest_shift_cell": worst, "largest_shift_any_cell_in_tolerances": shifts.get(worst_any),
+        "largest_shift_any_cell": worst_any, "median_i_flux_ratio_bf16_to_fp32": float(np.nanmedian(ratio)),
         "pixel_rms_difference_over_rms": float(rms),
         "bf16_supported": worst is not None and shifts[worst] <= SUPPORT_SHIFT,
-        "rule": f"bf16 is supported when no generated median moves by more than {SUPPORT_SHIFT:g} of its tolerance",
+        "rule": f"bf16 is supported when no generated median of a judged cell (>= 30 real galaxies) moves by more "
+        f"than {SUPPORT_SHIFT:g} of its tolerance",
     }  # fmt: skip
 
 
@@ -93,7 +104,9 @@ def render_markdown(result: dict, command: str) -> str:
         f"{result['bf16_cells_passed']} of {result['cells_judged']}. Median i-band flux ratio bf16/fp32 "
         f"{result['median_i_flux_ratio_bf16_to_fp32']:.4f}; pixel RMS difference / RMS "
         f"{result['pixel_rms_difference_over_rms']:.4f}. Largest median shift: "
-        f"{result['largest_shift_in_tolerances'] or 0:.2f} tolerances ({result['largest_shift_cell']}). "
+        f"{result['largest_shift_in_tolerances'] or 0:.2f} tolerances in a judged cell "
+        f"({result['largest_shift_cell']}), "
+        f"{result['largest_shift_any_cell_in_tolerances'] or 0:.2f} in any cell ({result['largest_shift_any_cell']}). "
         f"**bf16 {'supported' if result['bf16_supported'] else 'not supported'}** ({result['rule']}).",
         "", "| cell | bf16 - fp32 median | shift / tolerance |", "|---|---|---|",
     ]  # fmt: skip
