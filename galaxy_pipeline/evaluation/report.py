@@ -47,8 +47,28 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike) -> tuple
 
 
 def render_markdown(report: Mapping[str, Any]) -> str:
-    """A short human summary of a report: settings, detection, the Spearman checks, per-quantity
-    comparisons, photo-z metrics and the Frechet distance, as Markdown tables."""
+    """A short human summary of a report: settings, the scorecard, detection, the Spearman checks,
+    per-quantity comparisons, photo-z metrics and the Frechet distance, figures and timings."""
+    lines = _header_lines(report)
+    if report.get("scorecard"):
+        lines += _scorecard_lines(report["scorecard"])
+    lines += _detection_lines(report["detection"])
+    lines += _spearman_lines(report["spearman"])
+    lines += _morphology_lines(report["morphology"])
+    if report.get("photoz"):
+        lines += _photoz_lines(report["photoz"], report.get("frechet") or {})
+    figures = report.get("files", {}).get("figures", [])
+    if figures:
+        lines += ["## Figures", ""] + [f"![{Path(name).stem}]({name})" for name in figures] + [""]
+    timings = report.get("timings", {})
+    if timings:
+        lines += ["## Timings", ""]
+        lines += _table(["stage", "seconds"], [[key, _number(value)] for key, value in timings.items()])
+    return "\n".join(lines)
+
+
+def _header_lines(report: Mapping[str, Any]) -> list[str]:
+    """The title, what was compared with what, and the report's notes."""
     model, data, settings, counts = report["model"], report["data"], report["settings"], report["counts"]
     lines = [
         "# Evaluation report",
@@ -61,34 +81,25 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     lines += [f"- {note}" for note in report.get("notes", [])]
-    if report.get("notes"):
-        lines.append("")
+    return lines + ([""] if report.get("notes") else [])
 
-    if report.get("scorecard"):
-        lines += _scorecard_lines(report["scorecard"])
-    lines += [
-        "## Detection",
-        "",
-        "Every image is measured; a galaxy that is not detected is a result, not dropped.",
-        "",
-    ]
+
+def _detection_lines(detection: Mapping[str, Any]) -> list[str]:
+    """Detection and Sersic-fit failure rates of both samples, with the flags raised."""
+    lines = ["## Detection", "", "Every image is measured; a galaxy that is not detected is a result, not dropped.", ""]
     rows = []
     for name in ("real", "generated"):
-        summary = report["detection"][name]
-        rows.append(
-            [
-                name,
-                summary["n"],
-                _rate(summary, "detection_rate"),
-                _rate(summary, "fit_failure_rate"),
-                ", ".join(f"{flag} {count}" for flag, count in summary["flags"].items() if count) or "none",
-            ]
-        )
-    lines += _table(["sample", "N", "detected (95% CI)", "Sersic fit failed, of detected", "flags"], rows)
+        summary = detection[name]
+        flags = ", ".join(f"{flag} {count}" for flag, count in summary["flags"].items() if count) or "none"
+        rows.append([name, summary["n"], _rate(summary, "detection_rate"), _rate(summary, "fit_failure_rate"), flags])
+    return lines + _table(["sample", "N", "detected (95% CI)", "Sersic fit failed, of detected", "flags"], rows)
 
-    spearman = report["spearman"]["size_vs_redshift"]
+
+def _spearman_lines(spearman_checks: Mapping[str, Any]) -> list[str]:
+    """The size-redshift trend of both samples, and predicted against conditioning redshift."""
+    spearman = spearman_checks["size_vs_redshift"]
     verdict = {True: "PASS", False: "FAIL", None: "n/a"}[spearman["pass"]]
-    lines += [
+    lines = [
         "## Spearman checks",
         "",
         f"Redshift vs semi-major axis: real rho = {_number(spearman['real']['rho'])} "
@@ -96,16 +107,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"(N={spearman['generated']['n']}); difference {_number(spearman['difference'])} "
         f"(tolerance {spearman['tolerance']}): **{verdict}**.",
     ]
-    predicted = report["spearman"].get("predicted_vs_conditioned")
+    predicted = spearman_checks.get("predicted_vs_conditioned")
     if predicted:
         lines.append(
             f"Predicted vs conditioning redshift of generated galaxies: rho = {_number(predicted['generated']['rho'])} "
             f"(real, predicted vs spectroscopic: {_number(predicted['real']['rho'])})."
         )
-    lines.append("")
+    return lines + [""]
 
-    morphology = report["morphology"]
-    lines += [
+
+def _morphology_lines(morphology: Mapping[str, Any]) -> list[str]:
+    """Real against generated for every quantity: over all redshifts, then KS per redshift bin."""
+    lines = [
         "## Real vs generated, all redshifts",
         "",
         "Medians with bootstrap 95% CIs; W1 is the Wasserstein-1 distance, next to the median of its permutation "
@@ -138,32 +151,26 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ]
         for name in morphology["quantities"]
     ]
-    lines += _table(["quantity"] + [f"{low:g}-{high:g}" for low, high in edges], rows)
+    return lines + _table(["quantity"] + [f"{low:g}-{high:g}" for low, high in edges], rows)
 
-    if report.get("photoz"):
-        lines += ["## Photo-z metrics (redshift predictor)", ""]
-        rows = []
-        for name in ("real", "generated"):
-            overall = report["photoz"][name]["overall"]
-            rows.append([name] + [_number(overall[key]) for key in ("n", "bias", "sigma_mad", "outlier_rate", "loss")])
-        lines += _table(["sample", "N", "bias", "sigma_MAD", "outlier rate", "HSC loss"], rows)
-        frechet = report.get("frechet") or {}
-        if "frechet_distance" in frechet:
-            lines += [
-                f"Frechet distance on predictor features (whitened on the real set, N={frechet['n_per_sample']} per "
-                f"sample): {_number(frechet['frechet_distance'])} +- {_number(frechet['frechet_distance_std'])}; "
-                f"split-half null of the real set: {_number(frechet['null_frechet_distance'])} +- "
-                f"{_number(frechet['null_frechet_distance_std'])}.",
-                "",
-            ]
-    figures = report.get("files", {}).get("figures", [])
-    if figures:
-        lines += ["## Figures", ""] + [f"![{Path(name).stem}]({name})" for name in figures] + [""]
-    timings = report.get("timings", {})
-    if timings:
-        lines += ["## Timings", ""]
-        lines += _table(["stage", "seconds"], [[key, _number(value)] for key, value in timings.items()])
-    return "\n".join(lines)
+
+def _photoz_lines(photoz: Mapping[str, Any], frechet: Mapping[str, Any]) -> list[str]:
+    """The redshift predictor's metrics on both samples, and the Frechet distance with its null."""
+    lines = ["## Photo-z metrics (redshift predictor)", ""]
+    rows = []
+    for name in ("real", "generated"):
+        overall = photoz[name]["overall"]
+        rows.append([name] + [_number(overall[key]) for key in ("n", "bias", "sigma_mad", "outlier_rate", "loss")])
+    lines += _table(["sample", "N", "bias", "sigma_MAD", "outlier rate", "HSC loss"], rows)
+    if "frechet_distance" in frechet:
+        lines += [
+            f"Frechet distance on predictor features (whitened on the real set, N={frechet['n_per_sample']} per "
+            f"sample): {_number(frechet['frechet_distance'])} +- {_number(frechet['frechet_distance_std'])}; "
+            f"split-half null of the real set: {_number(frechet['null_frechet_distance'])} +- "
+            f"{_number(frechet['null_frechet_distance_std'])}.",
+            "",
+        ]
+    return lines
 
 
 def _scorecard_lines(card: Mapping[str, Any]) -> list[str]:

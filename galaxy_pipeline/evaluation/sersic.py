@@ -326,9 +326,8 @@ def fit_sersic(
 ) -> SersicFit:
     """Fit PSF-convolved Sersic profiles with a free constant sky to a batch of square stamps.
 
-    The source must lie within ``box_half_width`` pixels of the stamp's centre pixel ``S // 2``
-    (that box is supersampled and bounds the fitted centre). Neighbours, bad pixels and pixels
-    outside the image go in with weight 0.
+    The source must lie within ``box_half_width`` pixels of the stamp's centre pixel ``S // 2`` (that box is
+    supersampled and bounds the fitted centre). Neighbours, bad pixels and pixels off the image get weight 0.
 
     Args:
         images: (N, S, S) stamps (any linear flux unit).
@@ -343,12 +342,10 @@ def fit_sersic(
         source_mask: (N, S, S) bool, the source's own pixels (e.g. its segment), where
             ``unexplained_fraction`` is measured; all weighted pixels when None.
         max_iter: Levenberg-Marquardt iterations at most.
-        tolerance: a stamp has converged when an accepted step lowers its chi-square by less than
-            ``tolerance`` (relative), or no step helps even at damping 1e6.
+        tolerance: converged when an accepted step lowers chi-square by less than this share, or none helps.
         max_unexplained: largest ``unexplained_fraction`` of a fit still counted as ``ok``.
-        sky_prior_pixels: weight, in pixels of typical weight, of a Gaussian prior pulling the sky to 0
-            (for background-subtracted stamps); it only matters when few sky pixels are left, as for a
-            galaxy filling its stamp. 0 leaves the sky free.
+        sky_prior_pixels: weight, in pixels of typical weight, of a Gaussian prior pulling the sky to 0 (for
+            background-subtracted stamps; it matters when a galaxy fills its stamp). 0 leaves the sky free.
         oversampling: sub-pixels per side in the supersampled central box.
         box_half_width: half-width in pixels of the supersampled central box.
         bound_tolerance: a fit within this share of the log range of a bound of n, r_e or q is
@@ -358,119 +355,157 @@ def fit_sersic(
     Returns:
         :class:`SersicFit` with one entry per stamp.
     """
-    dtype = torch.float32
-    data = torch.as_tensor(images, dtype=dtype, device=device)
-    weight = torch.as_tensor(weights, dtype=dtype, device=device)
+    data, weight, kernel = _checked_stamps(images, weights, psf, device)
+    n_stamps, stamp_size = data.shape[0], data.shape[-1]
+
+    # Phase 1: starting parameters, their bounds, and the pixels with the sky prior as one extra "pixel".
+    start = {"x0": x0, "y0": y0, "half_light_radius": half_light_radius, "axis_ratio": axis_ratio}
+    start.update(position_angle=position_angle, sersic_index=sersic_index)
+    params, bounds = _starting_point(start, n_stamps, stamp_size, box_half_width, device)
+    model = _SersicModel(kernel, stamp_size, oversampling, box_half_width)
+    centre = float(stamp_size // 2)
+    typical_weight = (weight.sum((-2, -1)) / (weight > 0).sum((-2, -1)).clamp_min(1))[:, None]
+    data = torch.cat([data.flatten(1), torch.zeros_like(data[:, 0, :1])], dim=1)
+    weight = torch.cat([weight.flatten(1), sky_prior_pixels * typical_weight], dim=1)
+
+    with torch.no_grad():
+        # Phase 2: Levenberg-Marquardt on the non-linear parameters (amplitude and sky solved linearly).
+        converged, iterations = _levenberg_marquardt(model, params, data, weight, bounds, max_iter, tolerance)
+        # Phase 3: the final linear solve, and whether each fit is good.
+        amplitude, sky, reduced_chi2, unexplained = _final_solve(model, params, data, weight, source_mask)
+        physical = _physical(params)
+        offset = (params[:, 4:] - centre).abs().amax(-1)
+        ok = converged & torch.isfinite(params).all(-1) & torch.isfinite(amplitude) & torch.isfinite(sky)
+        radius = physical["half_light_radius"]
+        ok &= (amplitude > 0) & (radius > 0.1) & (radius < stamp_size) & (offset < box_half_width - 1e-3)
+        ok &= unexplained < max_unexplained
+
+    # Phase 4: flag fits that ended at a parameter bound; they are failures, not measurements.
+    tensors = {**physical, "x_centre": params[:, 4], "y_centre": params[:, 5], "amplitude": amplitude, "sky": sky}
+    tensors.update(reduced_chi2=reduced_chi2, unexplained_fraction=unexplained)
+    return _flagged_fit(tensors, iterations, converged, ok, stamp_size, bound_tolerance)
+
+
+def _flagged_fit(tensors: dict, iterations, converged, ok, stamp_size: int, bound_tolerance: float) -> SersicFit:
+    """The :class:`SersicFit` of the fitted values, with ``at_bound`` set and such fits not ``ok``."""
+    values = {name: value.detach().cpu().numpy().astype(np.float64) for name, value in tensors.items()}
+    at_bound = near_bound(values["sersic_index"], *SERSIC_INDEX_RANGE, bound_tolerance)
+    at_bound |= near_bound(values["half_light_radius"], MIN_RADIUS_PIXELS, 2.0 * stamp_size, bound_tolerance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q_position = np.log(values["axis_ratio"] / _MIN_AXIS_RATIO) / -math.log(_MIN_AXIS_RATIO)
+    at_bound |= q_position < bound_tolerance
+    return SersicFit(
+        **values,
+        iterations=iterations.cpu().numpy(),
+        converged=converged.cpu().numpy(),
+        at_bound=at_bound,
+        ok=ok.cpu().numpy() & ~at_bound,
+    )
+
+
+def _starting_point(start: dict, n_stamps: int, stamp_size: int, box_half_width: int, device):
+    """Starting parameters (N, 6) from the caller's guesses (defaults where None), and their (lower, upper)."""
+
+    def as_vector(values, default: float) -> torch.Tensor:
+        values = np.full(n_stamps, default) if values is None else np.asarray(values, dtype=np.float64)
+        return torch.as_tensor(values, dtype=torch.float32, device=device).reshape(n_stamps)
+
+    centre = float(stamp_size // 2)
+    params = _initial_params(
+        as_vector(start["x0"], centre).clamp(centre - box_half_width, centre + box_half_width),
+        as_vector(start["y0"], centre).clamp(centre - box_half_width, centre + box_half_width),
+        as_vector(start["half_light_radius"], 2.0).clamp(0.3, stamp_size),
+        as_vector(start["axis_ratio"], 1.0).clamp(0.05, 1.0),
+        as_vector(start["position_angle"], 0.0),
+        as_vector(None, start["sersic_index"]),
+    )
+    lower = torch.tensor([math.log(MIN_RADIUS_PIXELS), -9.0, -5.0, -5.0], device=device)
+    upper = torch.tensor([math.log(2.0 * stamp_size), 9.0, 5.0, 5.0], device=device)
+    lower = torch.cat([lower, torch.full((2,), centre - box_half_width, device=device)])
+    upper = torch.cat([upper, torch.full((2,), centre + box_half_width, device=device)])
+    return params, (lower, upper)
+
+
+def _checked_stamps(images, weights, psf, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stamps, weights and one PSF per stamp as float32 tensors, once their shapes are checked."""
+    data = torch.as_tensor(images, dtype=torch.float32, device=device)
+    weight = torch.as_tensor(weights, dtype=torch.float32, device=device)
     if data.ndim != 3 or data.shape[-1] != data.shape[-2] or weight.shape != data.shape:
         raise ValueError(
             f"images and weights must be (N, S, S) stamps, got {tuple(data.shape)}, {tuple(weight.shape)}."
         )
     n_stamps, stamp_size = data.shape[0], data.shape[-1]
-    kernel = torch.as_tensor(psf, dtype=dtype, device=device)
+    kernel = torch.as_tensor(psf, dtype=torch.float32, device=device)
     kernel = kernel.expand(n_stamps, -1, -1) if kernel.ndim == 2 else kernel
     if kernel.ndim != 3 or kernel.shape[0] != n_stamps or kernel.shape[-1] % 2 == 0:
         raise ValueError(f"psf must be (k, k) or (N, k, k) with odd k, got {tuple(kernel.shape)}.")
     if kernel.shape[-1] != kernel.shape[-2] or kernel.shape[-1] > stamp_size + 16:
         raise ValueError(f"psf images must be square and at most {stamp_size + 16} pixels wide, got {kernel.shape}.")
+    return data, weight, kernel
 
-    def as_vector(values, default: float) -> torch.Tensor:
-        values = np.full(n_stamps, default) if values is None else np.asarray(values, dtype=np.float64)
-        return torch.as_tensor(values, dtype=dtype, device=device).reshape(n_stamps)
 
-    centre = float(stamp_size // 2)
-    params = _initial_params(
-        as_vector(x0, centre).clamp(centre - box_half_width, centre + box_half_width),
-        as_vector(y0, centre).clamp(centre - box_half_width, centre + box_half_width),
-        as_vector(half_light_radius, 2.0).clamp(0.3, stamp_size),
-        as_vector(axis_ratio, 1.0).clamp(0.05, 1.0),
-        as_vector(position_angle, 0.0),
-        as_vector(None, sersic_index),
-    )
-    model = _SersicModel(kernel, stamp_size, oversampling, box_half_width)
+def _levenberg_marquardt(model, params, data, weight, bounds, max_iter: int, tolerance: float):
+    """Improve ``params`` (N, 6) in place, each stamp with its own damping, until it converges or ``max_iter``.
+
+    The Jacobian is projected off the linear parameters (amplitude, sky), which are solved exactly at every
+    trial (variable projection). Returns (converged, iterations) per stamp.
+    """
+    lower, upper = bounds
+    n_stamps, device = params.shape[0], params.device
     index = torch.arange(n_stamps, device=device)
-    lower = torch.tensor([math.log(MIN_RADIUS_PIXELS), -9.0, -5.0, -5.0], device=device, dtype=dtype)
-    upper = torch.tensor([math.log(2.0 * stamp_size), 9.0, 5.0, 5.0], device=device, dtype=dtype)
-    lower = torch.cat([lower, torch.full((2,), centre - box_half_width, device=device)])
-    upper = torch.cat([upper, torch.full((2,), centre + box_half_width, device=device)])
-    typical_weight = (weight.sum((-2, -1)) / (weight > 0).sum((-2, -1)).clamp_min(1))[:, None]
-    data = torch.cat([data.flatten(1), torch.zeros_like(data[:, 0, :1])], dim=1)
-    weight = torch.cat([weight.flatten(1), sky_prior_pixels * typical_weight], dim=1)
 
     def residual_of(trial: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return _linear_solve(model.render(trial, rows).flatten(1), data[rows], weight[rows])[2]
 
-    with torch.no_grad():
-        chi2 = (residual_of(params, index) ** 2).sum(-1)
-        damping = torch.full((n_stamps,), 1e-3, device=device, dtype=dtype)
-        active = torch.ones(n_stamps, dtype=torch.bool, device=device)
-        converged = torch.zeros(n_stamps, dtype=torch.bool, device=device)
-        iterations = torch.zeros(n_stamps, dtype=torch.long, device=device)
-        eye = torch.eye(_N_PARAMS, device=device, dtype=dtype)
-        for _ in range(max_iter):
-            rows = index[active]
-            if rows.numel() == 0:
-                break
-            iterations[rows] += 1
-            base = params[rows]
-            layers = model.render(base, rows, jacobian=True).flatten(2)
-            layers = torch.cat([layers, torch.zeros_like(layers[:, :, :1])], dim=2)
-            sqrt_w = weight[rows].sqrt()
-            amplitude, _, residual = _linear_solve(layers[:, 0, :-1], data[rows], weight[rows])
-            jac = layers[:, 1:] * (amplitude[:, None, None] * sqrt_w[:, None])
-            basis = torch.stack([layers[:, 0] * sqrt_w, sqrt_w], dim=1)
-            gram = basis @ basis.transpose(1, 2) + 1e-12 * torch.eye(2, device=device)
-            jac = jac - torch.linalg.solve(gram, basis @ jac.transpose(1, 2)).transpose(1, 2) @ basis
-            jtj = jac @ jac.transpose(1, 2)
-            jtr = -(jac @ residual[:, :, None]).squeeze(-1)
-            diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(1e-9)
-            step = -torch.linalg.solve(jtj + (damping[rows, None] * diag)[:, :, None] * eye, jtr)
-            trial = torch.maximum(torch.minimum(base + step, upper), lower)
-            trial_chi2 = (residual_of(trial, rows) ** 2).sum(-1)
-            improved = torch.isfinite(trial_chi2) & (trial_chi2 < chi2[rows])
-            relative_gain = (chi2[rows] - trial_chi2) / chi2[rows].clamp_min(1e-30)
-            params[rows] = torch.where(improved[:, None], trial, base)
-            chi2[rows] = torch.where(improved, trial_chi2, chi2[rows])
-            damping[rows] = torch.where(improved, damping[rows] / 5.0, damping[rows] * 10.0).clamp(1e-7, 1e7)
-            done = (improved & (relative_gain < tolerance)) | (damping[rows] > 1e6)
-            converged[rows] |= done
-            active[rows] &= ~done
+    chi2 = (residual_of(params, index) ** 2).sum(-1)
+    damping = torch.full((n_stamps,), 1e-3, device=device)
+    active = torch.ones(n_stamps, dtype=torch.bool, device=device)
+    converged = torch.zeros(n_stamps, dtype=torch.bool, device=device)
+    iterations = torch.zeros(n_stamps, dtype=torch.long, device=device)
+    eye = torch.eye(_N_PARAMS, device=device)
+    for _ in range(max_iter):
+        rows = index[active]
+        if rows.numel() == 0:
+            break
+        iterations[rows] += 1
+        base = params[rows]
+        layers = model.render(base, rows, jacobian=True).flatten(2)
+        layers = torch.cat([layers, torch.zeros_like(layers[:, :, :1])], dim=2)
+        sqrt_w = weight[rows].sqrt()
+        amplitude, _, residual = _linear_solve(layers[:, 0, :-1], data[rows], weight[rows])
+        jac = layers[:, 1:] * (amplitude[:, None, None] * sqrt_w[:, None])
+        basis = torch.stack([layers[:, 0] * sqrt_w, sqrt_w], dim=1)
+        gram = basis @ basis.transpose(1, 2) + 1e-12 * torch.eye(2, device=device)
+        jac = jac - torch.linalg.solve(gram, basis @ jac.transpose(1, 2)).transpose(1, 2) @ basis
+        jtj = jac @ jac.transpose(1, 2)
+        jtr = -(jac @ residual[:, :, None]).squeeze(-1)
+        diag = torch.diagonal(jtj, dim1=1, dim2=2).clamp_min(1e-9)
+        step = -torch.linalg.solve(jtj + (damping[rows, None] * diag)[:, :, None] * eye, jtr)
+        trial = torch.maximum(torch.minimum(base + step, upper), lower)
+        trial_chi2 = (residual_of(trial, rows) ** 2).sum(-1)
+        improved = torch.isfinite(trial_chi2) & (trial_chi2 < chi2[rows])
+        relative_gain = (chi2[rows] - trial_chi2) / chi2[rows].clamp_min(1e-30)
+        params[rows] = torch.where(improved[:, None], trial, base)
+        chi2[rows] = torch.where(improved, trial_chi2, chi2[rows])
+        damping[rows] = torch.where(improved, damping[rows] / 5.0, damping[rows] * 10.0).clamp(1e-7, 1e7)
+        done = (improved & (relative_gain < tolerance)) | (damping[rows] > 1e6)
+        converged[rows] |= done
+        active[rows] &= ~done
+    return converged, iterations
 
-        amplitude, sky, residual = _linear_solve(model.render(params, index).flatten(1), data, weight)
-        residual, pixel_weight = residual[:, :-1], weight[:, :-1]
-        reduced_chi2 = (residual**2).sum(-1) / (pixel_weight > 0).sum(-1).clamp_min(1)
-        inside = pixel_weight > 0
-        if source_mask is not None:
-            inside &= torch.as_tensor(source_mask, device=device).bool().flatten(1)
-        n_inside = inside.sum(-1)
-        residual_chi2 = (residual**2 * inside).sum(-1)
-        signal_chi2 = (pixel_weight * (data[:, :-1] - sky[:, None]) ** 2 * inside).sum(-1)
-        excess = residual_chi2 - n_inside - 3.0 * (2.0 * n_inside).sqrt()
-        unexplained = excess.clamp_min(0) / (signal_chi2 - n_inside).clamp_min(1e-9)
-        physical = _physical(params)
-        radius = physical["half_light_radius"]
-        offset = (params[:, 4:] - centre).abs().amax(-1)
-        ok = converged & torch.isfinite(params).all(-1) & torch.isfinite(amplitude) & torch.isfinite(sky)
-        ok &= (amplitude > 0) & (radius > 0.1) & (radius < stamp_size) & (offset < box_half_width - 1e-3)
-        ok &= unexplained < max_unexplained
 
-    def numpy(values: torch.Tensor) -> np.ndarray:
-        return values.detach().cpu().numpy()
-
-    at_bound = near_bound(numpy(physical["sersic_index"]), *SERSIC_INDEX_RANGE, bound_tolerance)
-    at_bound |= near_bound(numpy(radius), MIN_RADIUS_PIXELS, 2.0 * stamp_size, bound_tolerance)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        q_position = np.log(numpy(physical["axis_ratio"]) / _MIN_AXIS_RATIO) / -math.log(_MIN_AXIS_RATIO)
-    at_bound |= q_position < bound_tolerance
-    return SersicFit(
-        **{name: numpy(value).astype(np.float64) for name, value in physical.items()},
-        x_centre=numpy(params[:, 4]).astype(np.float64),
-        y_centre=numpy(params[:, 5]).astype(np.float64),
-        amplitude=numpy(amplitude).astype(np.float64),
-        sky=numpy(sky).astype(np.float64),
-        reduced_chi2=numpy(reduced_chi2).astype(np.float64),
-        unexplained_fraction=numpy(unexplained).astype(np.float64),
-        iterations=numpy(iterations),
-        converged=numpy(converged),
-        at_bound=at_bound,
-        ok=numpy(ok) & ~at_bound,
-    )
+def _final_solve(model, params, data, weight, source_mask):
+    """Amplitude and sky at the fitted parameters, the reduced chi-square over the weighted pixels, and the
+    share of the source's signal left unexplained."""
+    index = torch.arange(params.shape[0], device=params.device)
+    amplitude, sky, residual = _linear_solve(model.render(params, index).flatten(1), data, weight)
+    residual, pixel_weight = residual[:, :-1], weight[:, :-1]
+    reduced_chi2 = (residual**2).sum(-1) / (pixel_weight > 0).sum(-1).clamp_min(1)
+    inside = pixel_weight > 0
+    if source_mask is not None:
+        inside &= torch.as_tensor(source_mask, device=residual.device).bool().flatten(1)
+    n_inside = inside.sum(-1)
+    residual_chi2 = (residual**2 * inside).sum(-1)
+    signal_chi2 = (pixel_weight * (data[:, :-1] - sky[:, None]) ** 2 * inside).sum(-1)
+    excess = residual_chi2 - n_inside - 3.0 * (2.0 * n_inside).sqrt()
+    return amplitude, sky, reduced_chi2, excess.clamp_min(0) / (signal_chi2 - n_inside).clamp_min(1e-9)

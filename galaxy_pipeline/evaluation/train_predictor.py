@@ -77,8 +77,57 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
 
 
 def train_predictor(args: PredictorTrainingArguments) -> dict:
-    """Train, save the model to ``args.output_dir`` and return the metrics written to ``<split>_metrics.json``."""
+    """Train, save the model to ``args.output_dir`` and return the metrics written to ``<split>_metrics.json``.
+
+    Phases: check the inputs, build the model and its optimizer, train for ``max_steps``, evaluate on
+    ``eval_split``, save.
+    """
     output_dir = Path(args.output_dir)
+    dataset = _load_checked_dataset(args, output_dir)
+    accelerator = Accelerator(
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    set_seed(args.seed)
+    model, optimizer, scheduler = _model_and_optimizer(args, dataset["train"], accelerator.num_processes)
+    train_loader = DataLoader(
+        dataset["train"].with_format("torch", columns=COLUMNS),
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=len(dataset["train"]) >= args.batch_size,
+        num_workers=args.num_workers,
+    )
+    eval_loader = DataLoader(
+        dataset[args.eval_split].with_format("torch", columns=COLUMNS),
+        batch_size=args.eval_batch_size,
+        num_workers=args.num_workers,
+    )
+    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
+        model, optimizer, train_loader, eval_loader, scheduler
+    )
+    accelerator.init_trackers("redshift_predictor", config=asdict(args))
+    step = _train_loop(args, model, optimizer, scheduler, train_loader, accelerator)
+
+    z_pred, z_spec = evaluate(model, eval_loader, accelerator)
+    metrics = {
+        "split": args.eval_split,
+        "steps": step,
+        "overall": photoz_metrics(z_pred, z_spec),
+        "by_redshift_bin": photoz_metrics_by_bin(z_pred, z_spec, REDSHIFT_BIN_EDGES),
+    }
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(output_dir)
+        (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
+        (output_dir / f"{args.eval_split}_metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
+        np.savez(output_dir / f"{args.eval_split}_predictions.npz", z_pred=z_pred, z_spec=z_spec)
+        print(format_metrics(metrics))
+    accelerator.end_training()
+    return metrics
+
+
+def _load_checked_dataset(args: PredictorTrainingArguments, output_dir: Path) -> datasets.DatasetDict:
+    """The converted dataset, once the output folder, the splits and their columns are checked."""
     if output_dir.is_dir() and any(output_dir.iterdir()) and not args.overwrite_output_dir:
         raise FileExistsError(f"{output_dir} is not empty; pick a new --output_dir or pass --overwrite_output_dir.")
     if not Path(args.dataset).is_dir():
@@ -90,13 +139,11 @@ def train_predictor(args: PredictorTrainingArguments) -> dict:
         missing = set(COLUMNS) - set(dataset[split].column_names)
         if missing:
             raise ValueError(f"Split {split!r} of {args.dataset} lacks columns {sorted(missing)}.")
+    return dataset
 
-    accelerator = Accelerator(
-        log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
-    set_seed(args.seed)
-    train = dataset["train"]
+
+def _model_and_optimizer(args: PredictorTrainingArguments, train: datasets.Dataset, num_processes: int):
+    """The predictor (its stretch fitted on ``train``), AdamW, and the cosine schedule with warm-up."""
     redshifts = np.asarray(train.select_columns(["redshift"]).with_format("numpy")["redshift"], dtype=np.float64)
     config = RedshiftPredictorConfig.from_preset(
         args.size,
@@ -110,27 +157,15 @@ def train_predictor(args: PredictorTrainingArguments) -> dict:
     # The prepared scheduler steps once per process on every optimizer step.
     scheduler = get_cosine_schedule_with_warmup(
         optimizer,
-        num_warmup_steps=min(args.warmup_steps, args.max_steps) * accelerator.num_processes,
-        num_training_steps=args.max_steps * accelerator.num_processes,
+        num_warmup_steps=min(args.warmup_steps, args.max_steps) * num_processes,
+        num_training_steps=args.max_steps * num_processes,
     )
-    train_loader = DataLoader(
-        train.with_format("torch", columns=COLUMNS),
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=len(train) >= args.batch_size,
-        num_workers=args.num_workers,
-    )
-    eval_loader = DataLoader(
-        dataset[args.eval_split].with_format("torch", columns=COLUMNS),
-        batch_size=args.eval_batch_size,
-        num_workers=args.num_workers,
-    )
-    model, optimizer, train_loader, eval_loader, scheduler = accelerator.prepare(
-        model, optimizer, train_loader, eval_loader, scheduler
-    )
-    accelerator.init_trackers("redshift_predictor", config=asdict(args))
-    generator = torch.Generator().manual_seed(args.seed + accelerator.process_index)
+    return model, optimizer, scheduler
 
+
+def _train_loop(args, model, optimizer, scheduler, train_loader, accelerator: Accelerator) -> int:
+    """``max_steps`` optimizer steps over random dihedral views of the training images; returns the steps run."""
+    generator = torch.Generator().manual_seed(args.seed + accelerator.process_index)
     progress = tqdm(total=args.max_steps, desc="training", disable=not accelerator.is_local_main_process)
     step = 0
     while step < args.max_steps:
@@ -151,23 +186,7 @@ def train_predictor(args: PredictorTrainingArguments) -> dict:
             if step >= args.max_steps:
                 break
     progress.close()
-
-    z_pred, z_spec = evaluate(model, eval_loader, accelerator)
-    metrics = {
-        "split": args.eval_split,
-        "steps": step,
-        "overall": photoz_metrics(z_pred, z_spec),
-        "by_redshift_bin": photoz_metrics_by_bin(z_pred, z_spec, REDSHIFT_BIN_EDGES),
-    }
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(output_dir)
-        (output_dir / "training_args.json").write_text(json.dumps(asdict(args), indent=2))
-        (output_dir / f"{args.eval_split}_metrics.json").write_text(json.dumps(_json_safe(metrics), indent=2))
-        np.savez(output_dir / f"{args.eval_split}_predictions.npz", z_pred=z_pred, z_spec=z_spec)
-        print(format_metrics(metrics))
-    accelerator.end_training()
-    return metrics
+    return step
 
 
 def format_metrics(metrics: dict) -> str:
