@@ -54,6 +54,7 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 
+from galaxy_pipeline.atomic import atomic_write
 from galaxy_pipeline.data.mock_population import (
     DEFAULT_POPULATION,
     REDSHIFT_RANGE,
@@ -381,10 +382,9 @@ def _write(
     population: str,
 ) -> Path:
     """Write galaxies ``indices`` to ``path`` through a temporary file in the same folder, in chunks."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     n = len(indices)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def fill(temporary: Path) -> None:
         with h5py.File(temporary, "w") as file:
             images = file.create_dataset(IMAGE_KEY, shape=(n, *IMAGE_SHAPE), dtype="float32")
             columns = {
@@ -415,10 +415,8 @@ def _write(
                     for name, values in _stack_rows(buffer_rows).items():
                         columns[name][start:stop] = values
                     buffer_images, buffer_rows, start = [], [], stop
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+
+    return atomic_write(path, fill)
 
 
 def write_mock(

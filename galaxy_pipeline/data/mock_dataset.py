@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from galaxy_pipeline.atomic import atomic_folder
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
 from galaxy_pipeline.data.mock import write_mock_splits
 from galaxy_pipeline.data.mock_population import DEFAULT_POPULATION, get_population
@@ -31,12 +30,7 @@ def ensure_mock_dataset(
     dataset_dir = cache_dir / mock_dataset_name(n, seed, population)
     if dataset_dir.is_dir():
         return dataset_dir
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{dataset_dir.name}-", dir=cache_dir))
-    try:
-        files = write_mock_splits(work / "hdf5", n=n, seed=seed, progress=progress, population=population)
-        convert_galaxiesml(files, work / "dataset", progress=progress)
-        os.replace(work / "dataset", dataset_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with atomic_folder(dataset_dir) as staged:  # the HDF5 files go to its scratch folder, deleted with it
+        files = write_mock_splits(staged.parent / "hdf5", n=n, seed=seed, progress=progress, population=population)
+        convert_galaxiesml(files, staged, overwrite=True, progress=progress)  # staged is empty: filled atomically
     return dataset_dir
