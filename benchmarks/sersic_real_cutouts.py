@@ -196,7 +196,7 @@ def astropy_index(inputs: dict, fit) -> float:
         psf,
         image.shape,
         amplitude=max(fit.amplitude[0], 1e-3),
-        r_eff=float(np.clip(inputs["half_light_radius"][0], 0.3, 50.0)),
+        r_eff=float(np.clip(inputs["half_light_radius_pix"][0], 0.3, 50.0)),
         n=1.5,
         x_0=inputs["x0"][0],
         y_0=inputs["y0"][0],

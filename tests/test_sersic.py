@@ -75,11 +75,11 @@ def test_noise_free_fits_recover_index_size_shape_and_centre():
     truth = [(n, r) for n in (0.5, 1.0, 2.0, 4.0) for r in (2.0, 5.0)]
     offsets = [(0.3, -0.4), (-0.5, 0.5)] * 4
     images = np.stack([draw(n, r, 0.6, 0.4, offset=o) for (n, r), o in zip(truth, offsets, strict=True)])
-    fit = fit_sersic(images, np.full_like(images, 1e4), moffat_psf_image(FWHM), half_light_radius=np.full(8, 3.0))
+    fit = fit_sersic(images, np.full_like(images, 1e4), moffat_psf_image(FWHM), half_light_radius_pix=np.full(8, 3.0))
     n_true, r_true = np.array(truth).T
     assert fit.ok.all() and fit.converged.all() and not fit.at_bound.any()
     np.testing.assert_allclose(fit.sersic_index, n_true, rtol=0.12)
-    np.testing.assert_allclose(fit.half_light_radius, r_true, rtol=0.06)
+    np.testing.assert_allclose(fit.half_light_radius_pix, r_true, rtol=0.06)
     np.testing.assert_allclose(fit.axis_ratio, 0.6, atol=0.03)
     np.testing.assert_allclose(np.cos(2 * (fit.position_angle - 0.4)), 1.0, atol=0.01)
     np.testing.assert_allclose(fit.x_centre, STAMP // 2 + np.array(offsets)[:, 0], atol=0.05)
@@ -97,15 +97,15 @@ def test_noisy_fits_separate_exponential_from_de_vaucouleurs():
     )
     images += rng.normal(0.0, sigma, images.shape)
     fit = fit_sersic(
-        images, np.full_like(images, sigma**-2), moffat_psf_image(FWHM), half_light_radius=np.full(24, 3.0)
+        images, np.full_like(images, sigma**-2), moffat_psf_image(FWHM), half_light_radius_pix=np.full(24, 3.0)
     )
     assert fit.ok.mean() >= 0.9
     n_fit = fit.sersic_index
     assert 0.8 < np.median(n_fit[:12]) < 1.25
     assert 3.2 < np.median(n_fit[12:]) < 5.0
     assert np.mean(np.abs(n_fit / n_true - 1) < 0.25) >= 0.8
-    assert spearmanr(fit.half_light_radius, r_true).statistic > 0.9
-    assert np.median(np.abs(fit.half_light_radius / r_true - 1)) < 0.1
+    assert spearmanr(fit.half_light_radius_pix, r_true).statistic > 0.9
+    assert np.median(np.abs(fit.half_light_radius_pix / r_true - 1)) < 0.1
     assert np.median(np.abs(fit.axis_ratio - q_true)) < 0.05
 
 
@@ -113,8 +113,8 @@ def test_the_psf_is_needed_to_recover_a_bulge():
     image = draw(4.0, 3.0, 0.8, 0.0)[None]
     delta = np.zeros((3, 3))
     delta[1, 1] = 1.0
-    with_psf = fit_sersic(image, np.full_like(image, 1e4), moffat_psf_image(FWHM), half_light_radius=[3.0])
-    without_psf = fit_sersic(image, np.full_like(image, 1e4), delta, half_light_radius=[3.0])
+    with_psf = fit_sersic(image, np.full_like(image, 1e4), moffat_psf_image(FWHM), half_light_radius_pix=[3.0])
+    without_psf = fit_sersic(image, np.full_like(image, 1e4), delta, half_light_radius_pix=[3.0])
     assert with_psf.sersic_index[0] == pytest.approx(4.0, rel=0.12)
     assert without_psf.sersic_index[0] < 0.7 * with_psf.sersic_index[0]
 
@@ -138,10 +138,10 @@ def test_zero_weight_pixels_do_not_influence_the_fit():
     y, x = np.mgrid[:STAMP, :STAMP]
     weights[1][np.hypot(x - STAMP // 2 - 14, y - STAMP // 2 - 10) < 10] = 0.0
     images = np.stack([clean, clean + neighbour])
-    fit = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius=[3.0, 3.0])
+    fit = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius_pix=[3.0, 3.0])
     assert fit.ok.all()
     assert fit.sersic_index[1] == pytest.approx(fit.sersic_index[0], rel=0.02)
-    assert fit.half_light_radius[1] == pytest.approx(fit.half_light_radius[0], rel=0.02)
+    assert fit.half_light_radius_pix[1] == pytest.approx(fit.half_light_radius_pix[0], rel=0.02)
     unmasked = fit_sersic(images[1:], np.full((1, STAMP, STAMP), 1e4), moffat_psf_image(FWHM), [3.0])
     assert abs(unmasked.sersic_index[0] - 1.0) > abs(fit.sersic_index[1] - 1.0)
 
@@ -151,7 +151,7 @@ def test_a_ring_and_a_pair_are_not_acceptable_sersic_fits():
     pair = draw(1.0, 2.0, 1.0, 0.0, offset=(-5.0, 0.0)) + draw(1.0, 2.0, 1.0, 0.0, offset=(5.0, 0.0))
     smooth = draw(1.0, 4.0, 0.8, 0.0)
     images = np.stack([ring, pair, smooth])
-    fit = fit_sersic(images, np.full_like(images, 1e4), moffat_psf_image(FWHM), half_light_radius=[4.0] * 3)
+    fit = fit_sersic(images, np.full_like(images, 1e4), moffat_psf_image(FWHM), half_light_radius_pix=[4.0] * 3)
     assert fit.amplitude[0] < 0
     assert fit.unexplained_fraction[1] > 0.15 > 0.01 > fit.unexplained_fraction[2]
     assert fit.ok.tolist() == [False, False, True]
@@ -190,9 +190,10 @@ def test_a_point_source_with_wings_beyond_the_psf_model_is_flagged_at_the_bound(
     galaxy = draw(1.0, 3.0, 0.7, 0.2)[None]
     images = np.concatenate([image, galaxy])
     weights = np.full_like(images, 1e4)
-    fit = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius=[2.0, 3.0])
+    fit = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius_pix=[2.0, 3.0])
     assert fit.sersic_index[0] > 0.95 * SERSIC_INDEX_RANGE[1]
     assert fit.at_bound.tolist() == [True, False]
     assert fit.ok.tolist() == [False, True]
-    unchecked = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius=[2.0, 3.0], bound_tolerance=0.0)
+    radii = [2.0, 3.0]
+    unchecked = fit_sersic(images, weights, moffat_psf_image(FWHM), half_light_radius_pix=radii, bound_tolerance=0.0)
     assert not unchecked.at_bound.any() and unchecked.ok[0]

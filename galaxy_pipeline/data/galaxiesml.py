@@ -46,8 +46,8 @@ from galaxy_pipeline.data.schema import (
     OBJECT_ID_KEY,
     REDSHIFT_COLUMN,
     REDSHIFT_KEY,
-    REDSHIFT_RANGE,
     SPLIT_FILE_NAMES,
+    VALID_REDSHIFT_RANGE,
 )
 from galaxy_pipeline.hsc import BANDS
 from galaxy_pipeline.version import __version__
@@ -156,7 +156,7 @@ def validate_galaxiesml_file(path: str | Path) -> GalaxiesMLFile:
         ValueError: one line naming the file, the key and the problem: not HDF5 or unreadable,
             missing ``image`` or ``specz_redshift``, image rows not (5, 64, 64), a column whose
             length differs from the number of images, or a finite redshift outside
-            :data:`~galaxy_pipeline.data.schema.REDSHIFT_RANGE`.
+            :data:`~galaxy_pipeline.data.schema.VALID_REDSHIFT_RANGE`.
     """
     path = Path(path)
     if not path.is_file():
@@ -214,7 +214,7 @@ def validate_galaxiesml_file(path: str | Path) -> GalaxiesMLFile:
         except OSError as error:
             raise ValueError(f"{path}: cannot read key 'specz_redshift' ({error}); is the file complete?") from None
     finite = np.isfinite(redshift)
-    low, high = REDSHIFT_RANGE
+    low, high = VALID_REDSHIFT_RANGE
     outside = np.flatnonzero(finite & ((redshift < low) | (redshift > high)))
     if outside.size:
         row = int(outside[0])

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from galaxy_pipeline.atomic import atomic_write
 from galaxy_pipeline.data.mock_population import (
     DEFAULT_POPULATION,
-    REDSHIFT_RANGE,
+    MOCK_REDSHIFT_RANGE,
     MockGalaxy,
     draw_galaxy,
     get_population,
@@ -289,7 +289,7 @@ def _check_request(
         redshifts = np.asarray(redshifts, dtype=np.float64)
         if redshifts.shape != (n,):
             raise ValueError(f"redshifts must hold one value per galaxy ({n}); got shape {redshifts.shape}.")
-        low, high = REDSHIFT_RANGE
+        low, high = MOCK_REDSHIFT_RANGE
         if not np.all((redshifts >= low) & (redshifts <= high)):
             raise ValueError(f"redshifts must lie in [{low}, {high}]; got {redshifts.min()} to {redshifts.max()}.")
     workers = (os.cpu_count() or 1) if workers is None else workers

@@ -43,7 +43,7 @@ TEMPLATES: tuple[str, ...] = (BULGE_TEMPLATE, *DISK_TEMPLATES)
 REFERENCE_BAND = "r"
 """Absolute magnitudes are AB magnitudes in the rest-frame LSST r band."""
 
-REDSHIFT_RANGE: tuple[float, float] = (0.01, 4.0)
+MOCK_REDSHIFT_RANGE: tuple[float, float] = (0.01, 4.0)
 """Redshifts the mock draws and tabulates (every population)."""
 BRIGHTEST_BELOW_MSTAR = 3.0
 """The luminosity function is cut at M* - 3 mag."""
@@ -204,7 +204,7 @@ def photometry_tables() -> PhotometryTables:
     galsim = import_galsim()
     from astropy.cosmology import Planck18
 
-    redshift = np.arange(_REDSHIFT_GRID_STEP, REDSHIFT_RANGE[1] + 2 * _REDSHIFT_GRID_STEP, _REDSHIFT_GRID_STEP)
+    redshift = np.arange(_REDSHIFT_GRID_STEP, MOCK_REDSHIFT_RANGE[1] + 2 * _REDSHIFT_GRID_STEP, _REDSHIFT_GRID_STEP)
     seds = [galsim.SED(f"CWW_{name}_ext.sed", wave_type="Angstrom", flux_type="flambda") for name in TEMPLATES]
     bandpasses = {band: galsim.Bandpass(f"LSST_{band}.dat", wave_type="nm") for band in BANDS}
 
@@ -277,7 +277,7 @@ def draw_redshift(rng: np.random.Generator, population: str = DEFAULT_POPULATION
     numbers = get_population(population)
     while True:
         z = rng.gamma(numbers.redshift_power + 1, numbers.redshift_scale)
-        if REDSHIFT_RANGE[0] <= z <= REDSHIFT_RANGE[1]:
+        if MOCK_REDSHIFT_RANGE[0] <= z <= MOCK_REDSHIFT_RANGE[1]:
             return float(z)
 
 

@@ -20,7 +20,7 @@ REQUIRED_KEYS: tuple[str, ...] = (IMAGE_KEY, REDSHIFT_KEY)
 IMAGE_SHAPE: tuple[int, int, int] = (len(BANDS), IMAGE_SIZE, IMAGE_SIZE)
 """Shape of one image row: (bands, height, width)."""
 
-REDSHIFT_RANGE: tuple[float, float] = (0.0, 6.0)
+VALID_REDSHIFT_RANGE: tuple[float, float] = (0.0, 6.0)
 """Spectroscopic redshifts accepted by conversion (GalaxiesML spans 0-4)."""
 
 PER_BAND_QUANTITIES: tuple[str, ...] = (

@@ -430,7 +430,7 @@ def _finish_batch(batch: _Batch, found, psf_cube: np.ndarray, device: str, bar) 
             stamps,
             weights,
             psfs,
-            half_light_radius=np.nan_to_num(radius / np.sqrt(np.clip(axis_ratio, 0.2, 1.0)), nan=2.0),
+            half_light_radius_pix=np.nan_to_num(radius / np.sqrt(np.clip(axis_ratio, 0.2, 1.0)), nan=2.0),
             x0=np.array([v["x_centroid"] for v in values]) - offsets[:, 1],
             y0=np.array([v["y_centroid"] for v in values]) - offsets[:, 0],
             axis_ratio=np.nan_to_num(axis_ratio, nan=1.0),
@@ -443,7 +443,7 @@ def _finish_batch(batch: _Batch, found, psf_cube: np.ndarray, device: str, bar) 
             row["sersic_ok"] = bool(fit.ok[k])
             if fit.ok[k]:
                 row["sersic_index"] = fit.sersic_index[k]
-                row["sersic_half_light_radius"] = fit.half_light_radius[k]
+                row["sersic_half_light_radius"] = fit.half_light_radius_pix[k]
             else:
                 row["flags"].append("fit_failed")
                 if fit.at_bound[k]:

@@ -67,7 +67,7 @@ class SersicFit:
 
     Attributes:
         sersic_index: Sersic index n (dimensionless).
-        half_light_radius: semi-major half-light radius r_e in pixels (intrinsic, before the PSF).
+        half_light_radius_pix: semi-major half-light radius r_e in pixels (intrinsic, before the PSF).
         axis_ratio: minor/major axis ratio q of the profile.
         position_angle: angle of the major axis from the +x (column) axis, radians in (-pi/2, pi/2].
         x_centre, y_centre: profile centre in stamp pixel coordinates (pixel centres are integers).
@@ -86,7 +86,7 @@ class SersicFit:
     """
 
     sersic_index: np.ndarray
-    half_light_radius: np.ndarray
+    half_light_radius_pix: np.ndarray
     axis_ratio: np.ndarray
     position_angle: np.ndarray
     x_centre: np.ndarray
@@ -298,7 +298,7 @@ def _physical(params: torch.Tensor) -> dict[str, torch.Tensor]:
     shear = _MAX_SHEAR * torch.tanh(torch.sqrt(eta1**2 + eta2**2))
     return {
         "sersic_index": torch.exp(_LOG_N_MIN + (_LOG_N_MAX - _LOG_N_MIN) * torch.sigmoid(u_n)),
-        "half_light_radius": log_r.exp(),
+        "half_light_radius_pix": log_r.exp(),
         "axis_ratio": (1.0 - shear) / (1.0 + shear),
         "position_angle": 0.5 * torch.atan2(eta2, eta1),
     }
@@ -308,7 +308,7 @@ def fit_sersic(
     images: np.ndarray | torch.Tensor,
     weights: np.ndarray | torch.Tensor,
     psf: np.ndarray | torch.Tensor,
-    half_light_radius: np.ndarray,
+    half_light_radius_pix: np.ndarray,
     x0: np.ndarray | None = None,
     y0: np.ndarray | None = None,
     axis_ratio: np.ndarray | None = None,
@@ -334,7 +334,7 @@ def fit_sersic(
         weights: (N, S, S) inverse noise variance of each pixel (0 = ignore the pixel).
         psf: (k, k) or (N, k, k) PSF images (odd k <= S + 16, each summing to 1, including the pixel
             response, e.g. from :mod:`galaxy_pipeline.evaluation.psf`).
-        half_light_radius: (N,) starting semi-major half-light radius in pixels (> 0).
+        half_light_radius_pix: (N,) starting semi-major half-light radius in pixels (> 0).
         x0, y0: (N,) starting centre in stamp pixel coordinates; the centre pixel when None.
         axis_ratio: (N,) starting axis ratio in (0, 1]; round when None.
         position_angle: (N,) starting major-axis angle from +x in radians; 0 when None.
@@ -359,7 +359,7 @@ def fit_sersic(
     n_stamps, stamp_size = data.shape[0], data.shape[-1]
 
     # Phase 1: starting parameters, their bounds, and the pixels with the sky prior as one extra "pixel".
-    start = {"x0": x0, "y0": y0, "half_light_radius": half_light_radius, "axis_ratio": axis_ratio}
+    start = {"x0": x0, "y0": y0, "half_light_radius_pix": half_light_radius_pix, "axis_ratio": axis_ratio}
     start.update(position_angle=position_angle, sersic_index=sersic_index)
     params, bounds = _starting_point(start, n_stamps, stamp_size, box_half_width, device)
     model = _SersicModel(kernel, stamp_size, oversampling, box_half_width)
@@ -376,7 +376,7 @@ def fit_sersic(
         physical = _physical(params)
         offset = (params[:, 4:] - centre).abs().amax(-1)
         ok = converged & torch.isfinite(params).all(-1) & torch.isfinite(amplitude) & torch.isfinite(sky)
-        radius = physical["half_light_radius"]
+        radius = physical["half_light_radius_pix"]
         ok &= (amplitude > 0) & (radius > 0.1) & (radius < stamp_size) & (offset < box_half_width - 1e-3)
         ok &= unexplained < max_unexplained
 
@@ -390,7 +390,7 @@ def _flagged_fit(tensors: dict, iterations, converged, ok, stamp_size: int, boun
     """The :class:`SersicFit` of the fitted values, with ``at_bound`` set and such fits not ``ok``."""
     values = {name: value.detach().cpu().numpy().astype(np.float64) for name, value in tensors.items()}
     at_bound = near_bound(values["sersic_index"], *SERSIC_INDEX_RANGE, bound_tolerance)
-    at_bound |= near_bound(values["half_light_radius"], MIN_RADIUS_PIXELS, 2.0 * stamp_size, bound_tolerance)
+    at_bound |= near_bound(values["half_light_radius_pix"], MIN_RADIUS_PIXELS, 2.0 * stamp_size, bound_tolerance)
     with np.errstate(invalid="ignore", divide="ignore"):
         q_position = np.log(values["axis_ratio"] / _MIN_AXIS_RATIO) / -math.log(_MIN_AXIS_RATIO)
     at_bound |= q_position < bound_tolerance
@@ -414,7 +414,7 @@ def _starting_point(start: dict, n_stamps: int, stamp_size: int, box_half_width:
     params = _initial_params(
         as_vector(start["x0"], centre).clamp(centre - box_half_width, centre + box_half_width),
         as_vector(start["y0"], centre).clamp(centre - box_half_width, centre + box_half_width),
-        as_vector(start["half_light_radius"], 2.0).clamp(0.3, stamp_size),
+        as_vector(start["half_light_radius_pix"], 2.0).clamp(0.3, stamp_size),
         as_vector(start["axis_ratio"], 1.0).clamp(0.05, 1.0),
         as_vector(start["position_angle"], 0.0),
         as_vector(None, start["sersic_index"]),

@@ -41,7 +41,7 @@ from galaxy_pipeline.data.loading import (
     transformed_split_gigabytes,
 )
 from galaxy_pipeline.data.mock_dataset import ensure_mock_dataset
-from galaxy_pipeline.data.schema import REDSHIFT_RANGE
+from galaxy_pipeline.data.schema import VALID_REDSHIFT_RANGE
 from galaxy_pipeline.normalization import FluxTransform, channel_mixing_for
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline, paper_scheduler
 from galaxy_pipeline.provenance import TRAINING_CONFIG_FILE
@@ -113,7 +113,7 @@ def train(config: TrainingConfig) -> Path:
     # Model, noise schedule, EMA.
     unet = RedshiftUNet2DModel.from_preset(
         config.unet_preset,
-        redshift_min=float(max(REDSHIFT_RANGE[0], redshifts.min())),
+        redshift_min=float(max(VALID_REDSHIFT_RANGE[0], redshifts.min())),
         redshift_max=float(redshifts.max()),
         learned_null_redshift=config.redshift_dropout > 0,
     )
