@@ -215,17 +215,17 @@ def generate_to_files(
     per_image_z = np.repeat(pipe.check_redshifts(redshifts, allow_extrapolation), n_per_redshift)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= 2**63 - per_image_z.size:
         raise ValueError(f"seed must be an integer in [0, 2**63 - {per_image_z.size}]; got {seed!r}.")
-    sampler = with_scheduler(pipe, scheduler)
-    sampler.set_progress_bar_config(disable=True)
+    sampling_pipe = with_scheduler(pipe, scheduler)
+    sampling_pipe.set_progress_bar_config(disable=True)
     request = GenerationRequest(
         per_image_z,
         int(seed),
         formats,
-        steps or sampler.default_num_inference_steps,
+        steps or sampling_pipe.default_num_inference_steps,
         shard_size,
         model_id,
         revision,
-        type(sampler.scheduler).__name__,
+        type(sampling_pipe.scheduler).__name__,
     )
     out_dir = Path(out_dir)
     settings = _settings(request, pipe)
@@ -249,7 +249,7 @@ def generate_to_files(
         total=sum(len(request.rows_of(s)) for s in mine), desc="generating galaxies", unit="galaxy", disable=not show
     ) as bar:
         for shard in mine:
-            _write_shard(sampler, request, out_dir, shard, batch_size, allow_extrapolation, bar)
+            _write_shard(sampling_pipe, request, out_dir, shard, batch_size, allow_extrapolation, bar)
     state.wait_for_everyone()
     if state.is_main_process:
         _write_manifest(out_dir, settings, request)
@@ -330,7 +330,7 @@ def _prepare(out_dir: Path, settings: dict, overwrite: bool) -> None:
 
 
 def _write_shard(
-    sampler,
+    sampling_pipe,
     request: GenerationRequest,
     out_dir: Path,
     shard: int,
@@ -347,7 +347,7 @@ def _write_shard(
     for start in range(rows.start, rows.stop, batch_size):
         stop = min(start + batch_size, rows.stop)
         batches.append(
-            sampler(
+            sampling_pipe(
                 z=request.redshifts[start:stop],
                 seeds=[request.seed + k for k in range(start, stop)],
                 num_inference_steps=request.steps,

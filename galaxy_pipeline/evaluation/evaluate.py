@@ -113,12 +113,12 @@ def evaluate_pipeline(
     check_split(real_split)
     if len(real_split) == 0:
         raise ValueError("The real split is empty: nothing to evaluate.")
-    sampler, num_inference_steps = _sampler(pipe, scheduler, num_inference_steps)
+    sampling_pipe, num_inference_steps = _sampling_pipe(pipe, scheduler, num_inference_steps)
     state = process_state()
     settings = EvaluationSettings(
         model_fingerprint=fingerprint(pipe),
-        scheduler=type(sampler.scheduler).__name__,
-        scheduler_config={k: v for k, v in sampler.scheduler.config.items() if not k.startswith("_")},
+        scheduler=type(sampling_pipe.scheduler).__name__,
+        scheduler_config={k: v for k, v in sampling_pipe.scheduler.config.items() if not k.startswith("_")},
         num_inference_steps=num_inference_steps,
         guidance_scale=float(guidance_scale),
         seed=seed,
@@ -142,17 +142,17 @@ def evaluate_pipeline(
     if state.is_main_process:
         cache.prepare(settings.cache_key(), overwrite)
     state.wait_for_everyone()
-    return _run(_BatchWorker(sampler, real_split, settings, cache, predictor), figures, progress, started)
+    return _run(_BatchWorker(sampling_pipe, real_split, settings, cache, predictor), figures, progress, started)
 
 
-def _sampler(
+def _sampling_pipe(
     pipe: GalaxyRedshiftPipeline, scheduler: str | None, num_inference_steps: int | None
 ) -> tuple[GalaxyRedshiftPipeline, int]:
     """The pipeline with the evaluation's scheduler (no progress bar) and its number of steps."""
     check_positive_int("num_inference_steps", num_inference_steps, none_means="the sampler's default")
-    sampler = with_scheduler(pipe, scheduler)
-    sampler.set_progress_bar_config(disable=True)
-    return sampler, num_inference_steps or sampler.default_num_inference_steps
+    sampling_pipe = with_scheduler(pipe, scheduler)
+    sampling_pipe.set_progress_bar_config(disable=True)
+    return sampling_pipe, num_inference_steps or sampling_pipe.default_num_inference_steps
 
 
 def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> RedshiftPredictor:
@@ -172,7 +172,7 @@ class _BatchWorker:
     """Generate, measure and predict one batch of rows, each step cached in its own file.
 
     Args:
-        sampler: the pipeline with the evaluation's scheduler.
+        sampling_pipe: the pipeline with the evaluation's scheduler.
         real_split: the real split (its first ``len(redshifts)`` rows are evaluated).
         settings: the evaluation's settings.
         cache: where the batches are cached.
@@ -181,13 +181,13 @@ class _BatchWorker:
 
     def __init__(
         self,
-        sampler: GalaxyRedshiftPipeline,
+        sampling_pipe: GalaxyRedshiftPipeline,
         real_split: datasets.Dataset,
         settings: EvaluationSettings,
         cache: EvaluationCache,
         predictor: RedshiftPredictor | None,
     ):
-        self.sampler = sampler
+        self.sampling_pipe = sampling_pipe
         self.real_split = real_split
         self.real_images = real_split.select_columns([IMAGE_KEY]).with_format("numpy")
         n_rows = settings.n_available if settings.n_requested is None else min(settings.n_requested, len(real_split))
@@ -199,7 +199,7 @@ class _BatchWorker:
         self.settings = settings
         self.cache = cache
         self.predictor = predictor
-        self.device = str(sampler.device)
+        self.device = str(sampling_pipe.device)
 
     def run(self, start: int, stop: int) -> None:
         """Make whatever of the batch of rows ``start:stop`` is not cached yet."""
@@ -258,7 +258,7 @@ class _BatchWorker:
         """
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            images = self.sampler(
+            images = self.sampling_pipe(
                 z=z,
                 seeds=seeds,
                 num_inference_steps=self.settings.num_inference_steps,
@@ -325,7 +325,7 @@ def _report(worker: _BatchWorker, grid: dict[str, np.ndarray] | None, started: f
 
     tic = time.perf_counter()
     report = summarize(
-        measurements, worker.settings, worker.redshifts, worker.sampler.redshift_range, len(worker.batches)
+        measurements, worker.settings, worker.redshifts, worker.sampling_pipe.redshift_range, len(worker.batches)
     )
     statistics_seconds = time.perf_counter() - tic
     figure_files = []
