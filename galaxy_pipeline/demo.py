@@ -11,6 +11,7 @@ galaxy seen in the demo can be regenerated from the command line.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -214,7 +215,7 @@ def build_demo(
         check_positive_int(name, value)
     if default_sampler not in SCHEDULERS:
         raise ValueError(f"Unknown default_sampler {default_sampler!r}; choose one of {sorted(SCHEDULERS)}.")
-    z_min, z_max = pipe.redshift_range
+    z_min, z_max = _two_decimals_inside(*pipe.redshift_range)
     workdir = Path(tempfile.mkdtemp(prefix="galaxy-pipeline-demo-"))
     model_id = source.display_name if source is not None else None
     training = read_training_config(source.local_dir) if source is not None else None
@@ -288,6 +289,12 @@ def build_demo(
         )
     demo.queue(max_size=queue_size, default_concurrency_limit=1)
     return demo
+
+
+def _two_decimals_inside(z_min: float, z_max: float) -> tuple[float, float]:
+    """The trained redshift range rounded inwards to 2 decimals (the slider's 0.01 grid), or as is if narrower."""
+    low, high = math.ceil(round(z_min * 100, 6)) / 100, math.floor(round(z_max * 100, 6)) / 100
+    return (low, high) if low < high else (z_min, z_max)
 
 
 def _write_fits(

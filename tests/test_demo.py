@@ -48,6 +48,10 @@ def test_the_page_names_the_model_and_its_training_data_from_its_folder(pipe, tm
     assert "trained on the GalSim mock of GalaxiesML" in text and "4000 simulated galaxies, seed 3" in text
     assert "(`my-mock-model`)" in text and str(tmp_path) not in text
     assert "0.00 <= z <= 1.50" in text
+    odd = make_tiny_pipeline(sample_size=16, redshift_max=3.068390369415283)
+    odd.unet.register_to_config(redshift_min=0.025056421756744385)
+    components = {block.elem_id: block for block in build_demo(odd).blocks.values() if getattr(block, "elem_id", None)}
+    assert (components["redshift"].minimum, components["redshift"].maximum) == (0.03, 3.06)
     (folder / "training_config.json").unlink()
     text = " ".join(str(block.value) for block in build_demo(pipe).blocks.values() if isinstance(block, gr.Markdown))
     assert "training data not recorded" in text and "GalSim" not in text
