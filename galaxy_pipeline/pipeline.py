@@ -162,6 +162,11 @@ class GalaxyRedshiftPipeline(DiffusionPipeline):
         )
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The UNet's dtype (diffusers' default would report the flux transform's, which has no weights)."""
+        return self.unet.dtype
+
+    @property
     def redshift_range(self) -> tuple[float, float]:
         """The (min, max) spectroscopic redshift the network was trained on."""
         return float(self.unet.config.redshift_min), float(self.unet.config.redshift_max)
