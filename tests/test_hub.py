@@ -153,7 +153,8 @@ def test_card_has_metadata_range_config_usage_and_evaluation(saved_pipeline, rep
     assert "| ema.decay | 0.9999 |" in text
     assert "| mixed_precision | bf16 |" in text
     assert f'GalaxyRedshiftPipeline.from_pretrained("{REPO}")' in text
-    assert "DDIMScheduler.from_config(pipe.scheduler.config)" in text
+    assert "DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)" in text and "--scheduler dpm" in text
+    assert f'DiffusionPipeline.from_pretrained("{REPO}", trust_remote_code=True)' in text
     assert "93%" in text and "allow_extrapolation=True" in text
     assert "10.5281/zenodo.11117528" in text and "Learning Galaxy Evolution via Diffusion Models" in text
     assert "| z_min | z_max | ks_sersic_index | w1_ellipticity |" in text
