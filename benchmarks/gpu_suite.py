@@ -1,7 +1,7 @@
 """The GPU suite: sampling speed, MFU, training throughput, a paper-size model's exam, catalogue generation, bf16.
 
     python benchmarks/gpu_suite.py --out gpu_suite --budget-s 500      # on a GPU machine (see docs/gpu_suite.md)
-    python benchmarks/gpu_suite.py --smoke --out /tmp/gpu_smoke          # every stage in seconds, on a CPU
+    python benchmarks/gpu_suite.py --smoke --out gpu_smoke          # every stage in seconds, on a CPU
 
 Writes ``gpu_suite.json`` and ``gpu_suite.md`` to ``--out``, and rewrites them after every stage, so a run
 killed at its time limit still leaves what it measured. Never spends more than ``--budget-s`` seconds in
@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from train_throughput import bare_loop_images_per_second, our_loop_images_per_second
 
 from galaxy_pipeline import GalaxyRedshiftPipeline, RedshiftUNet2DModel, paper_scheduler
+from galaxy_pipeline.atomic import atomic_write
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
 from galaxy_pipeline.data.mock import write_mock_splits
 from galaxy_pipeline.generate import generate_to_files, with_scheduler
@@ -421,12 +422,9 @@ STAGES: dict[str, Callable] = {
 
 def write_outputs(results: dict, out: Path) -> None:
     """``gpu_suite.json`` (every figure, units in the field names) and ``gpu_suite.md`` (the tables)."""
-    out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(results, indent=2, default=float) + "\n"
-    temporary = out / ".gpu_suite.json.tmp"
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, out / "gpu_suite.json")
-    (out / "gpu_suite.md").write_text(render_markdown(results), encoding="utf-8")
+    for name, text in (("gpu_suite.json", json.dumps(results, indent=2, default=float) + "\n"),
+                       ("gpu_suite.md", render_markdown(results))):  # fmt: skip
+        atomic_write(out / name, lambda temporary, text=text: temporary.write_text(text, encoding="utf-8"))
 
 
 def _cell(value, digits: int = 3) -> str:
