@@ -45,8 +45,9 @@ def standalone_source(module: str, closure: list[str]) -> str:
     diffusers copies the modules that a loaded module imports relatively, but not theirs: every other module
     of ``closure`` is therefore imported once more at the end of the folder's main module.
     """
-    source = PACKAGE_IMPORT.sub(r"\1from .\2 import", (PACKAGE_DIR / f"{module}.py").read_text(encoding="utf-8"))
-    direct = {imported for _, imported in PACKAGE_IMPORT.findall(source.replace("from .", "from galaxy_pipeline."))}
+    original = (PACKAGE_DIR / f"{module}.py").read_text(encoding="utf-8")
+    direct = {imported for _, imported in PACKAGE_IMPORT.findall(original)}
+    source = PACKAGE_IMPORT.sub(r"\1from .\2 import", original)
     indirect = [name for name in closure if name != module and name not in direct]
     if indirect:
         source += (
