@@ -84,7 +84,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """Generate galaxies at given redshifts, or at a catalogue's, into FITS/PNG/NPY files or a sharded HF dataset."""
     from galaxy_pipeline.catalogue import read_redshifts
     from galaxy_pipeline.generate import generate_to_files
-    from galaxy_pipeline.hub import check_device, load_pipeline
+    from galaxy_pipeline.hub import load_pipeline
     from galaxy_pipeline.processes import process_state
 
     if args.redshifts is not None:
@@ -95,12 +95,11 @@ def run_generate(args: argparse.Namespace) -> int:
         if bad:
             raise ValueError(f"--z must be finite redshifts >= 0; got {bad}.")
     check_can_write(args.out)
-    device = args.device or str(process_state().device)
-    check_device(device)
+    state = process_state()
     pipe, source = load_pipeline(
         args.model,
         revision=args.revision,
-        device=device,
+        device=args.device or str(state.device),  # load_pipeline checks it
         dtype=args.dtype,
         channels_last=args.channels_last,
         compile_unet=args.compile,
@@ -122,7 +121,7 @@ def run_generate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
-    if process_state().is_main_process:
+    if state.is_main_process:
         print(f"Wrote {len(redshifts) * args.n} galaxies; manifest: {manifest}")
     return 0
 
