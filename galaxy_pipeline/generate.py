@@ -77,6 +77,19 @@ def with_scheduler(pipe: GalaxyRedshiftPipeline, scheduler: str | None = None) -
     return GalaxyRedshiftPipeline(unet=pipe.unet, scheduler=new_scheduler, flux_transform=pipe.flux_transform)
 
 
+def sampling_pipeline(
+    pipe: GalaxyRedshiftPipeline, scheduler: str | None, steps: int | None, steps_name: str = "num_inference_steps"
+) -> tuple[GalaxyRedshiftPipeline, int]:
+    """:func:`with_scheduler` without a progress bar, and the number of steps (``None``: the sampler's default).
+
+    ``steps_name`` is the caller's name for the steps, used in the error for a bad value.
+    """
+    check_positive_int(steps_name, steps, none_means="the sampler's default")
+    sampling_pipe = with_scheduler(pipe, scheduler)
+    sampling_pipe.set_progress_bar_config(disable=True)
+    return sampling_pipe, steps or sampling_pipe.default_num_inference_steps
+
+
 def fits_header(
     redshift: float,
     seed: int,
@@ -211,17 +224,15 @@ def generate_to_files(
         raise ValueError(f"formats must be a non-empty subset of {FORMATS}; got {list(formats)}.")
     for name, value in (("n_per_redshift", n_per_redshift), ("batch_size", batch_size), ("shard_size", shard_size)):
         check_positive_int(name, value)
-    check_positive_int("steps", steps, none_means="the pipeline's default")
+    sampling_pipe, steps = sampling_pipeline(pipe, scheduler, steps, steps_name="steps")
     per_image_z = np.repeat(pipe.check_redshifts(redshifts, allow_extrapolation), n_per_redshift)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed <= 2**63 - per_image_z.size:
         raise ValueError(f"seed must be an integer in [0, 2**63 - {per_image_z.size}]; got {seed!r}.")
-    sampling_pipe = with_scheduler(pipe, scheduler)
-    sampling_pipe.set_progress_bar_config(disable=True)
     request = GenerationRequest(
         per_image_z,
         int(seed),
         formats,
-        steps or sampling_pipe.default_num_inference_steps,
+        steps,
         shard_size,
         model_id,
         revision,

@@ -43,7 +43,6 @@ import torch
 from astropy.table import Table
 from tqdm.auto import tqdm
 
-from galaxy_pipeline.checks import check_positive_int
 from galaxy_pipeline.data.loading import check_split
 from galaxy_pipeline.data.schema import IMAGE_KEY, REDSHIFT_COLUMN
 from galaxy_pipeline.evaluation.cache import EvaluationCache, ensure, read_npz
@@ -53,7 +52,7 @@ from galaxy_pipeline.evaluation.settings import EvaluationSettings
 from galaxy_pipeline.evaluation.statistics import REDSHIFT_BIN_EDGES
 from galaxy_pipeline.evaluation.summary import COMPARED_QUANTITIES, add_colours, summarize
 from galaxy_pipeline.fingerprint import fingerprint
-from galaxy_pipeline.generate import with_scheduler
+from galaxy_pipeline.generate import sampling_pipeline
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 from galaxy_pipeline.processes import process_state
 
@@ -113,7 +112,7 @@ def evaluate_pipeline(
     check_split(real_split)
     if len(real_split) == 0:
         raise ValueError("The real split is empty: nothing to evaluate.")
-    sampling_pipe, num_inference_steps = _sampling_pipe(pipe, scheduler, num_inference_steps)
+    sampling_pipe, num_inference_steps = sampling_pipeline(pipe, scheduler, num_inference_steps)
     state = process_state()
     settings = EvaluationSettings(
         model_fingerprint=fingerprint(pipe),
@@ -143,16 +142,6 @@ def evaluate_pipeline(
         cache.prepare(settings.cache_key(), overwrite)
     state.wait_for_everyone()
     return _run(_BatchWorker(sampling_pipe, real_split, settings, cache, predictor), figures, progress, started)
-
-
-def _sampling_pipe(
-    pipe: GalaxyRedshiftPipeline, scheduler: str | None, num_inference_steps: int | None
-) -> tuple[GalaxyRedshiftPipeline, int]:
-    """The pipeline with the evaluation's scheduler (no progress bar) and its number of steps."""
-    check_positive_int("num_inference_steps", num_inference_steps, none_means="the sampler's default")
-    sampling_pipe = with_scheduler(pipe, scheduler)
-    sampling_pipe.set_progress_bar_config(disable=True)
-    return sampling_pipe, num_inference_steps or sampling_pipe.default_num_inference_steps
 
 
 def load_predictor(path: str | os.PathLike, device: str | torch.device = "cpu") -> RedshiftPredictor:
