@@ -34,7 +34,7 @@ from galaxy_pipeline.hub_ids import (
     hub_errors,
     resolve_model,
 )
-from galaxy_pipeline.provenance import TRAINING_CONFIG_FILE, trained_on_mock, training_data_sentence
+from galaxy_pipeline.provenance import read_training_config, trained_on_mock, training_data_sentence
 from galaxy_pipeline.remote_code import write_remote_code
 
 logger = logging.getLogger(__name__)
@@ -71,8 +71,7 @@ def render_model_card(
     model_dir = check_model_dir(model_dir)
     unet_config = _read_json(model_dir / "unet" / "config.json")
     scheduler_config = _read_json(model_dir / "scheduler" / "scheduler_config.json")
-    training_config_path = model_dir / TRAINING_CONFIG_FILE
-    training_config = _read_json(training_config_path) if training_config_path.is_file() else None
+    training_config = read_training_config(model_dir)
     training_rows = _flatten(training_config) if training_config is not None else []
     training_data = training_data_sentence(training_config)
     if datasets is None:

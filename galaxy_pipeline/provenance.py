@@ -11,11 +11,17 @@ TRAINING_CONFIG_FILE = "training_config.json"
 
 
 def read_training_config(model_dir: str | os.PathLike) -> dict | None:
-    """The training config saved in a pipeline folder, or ``None`` when the folder holds none."""
+    """The training config saved in a pipeline folder, or ``None`` when the folder holds none.
+
+    Raises ValueError, naming the file, when it is not valid JSON.
+    """
     path = Path(model_dir) / TRAINING_CONFIG_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or regenerate it.") from error
 
 
 def trained_on_mock(training_config: Mapping | None) -> bool:
