@@ -375,6 +375,21 @@ def test_colour_basis_weights_are_a_flag(dataset_dir, tmp_path):
         parse_training_config(["--flux_colour_weights", "0.5", "0"])
 
 
+def test_flux_softening_is_a_flag_in_sky_noise_sigmas(dataset_dir, tmp_path):
+    args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "1")
+    default = GalaxyRedshiftPipeline.from_pretrained(
+        train(parse_training_config([*args, "--output_dir", str(tmp_path / "a")]))
+    )
+    softer = GalaxyRedshiftPipeline.from_pretrained(
+        train(parse_training_config([*args, "--output_dir", str(tmp_path / "b"), "--flux_softening", "4"]))
+    )
+    np.testing.assert_allclose(
+        np.asarray(softer.flux_transform.config.softening), 4 * np.asarray(default.flux_transform.config.softening)
+    )
+    with pytest.raises(ValueError, match="flux_softening=0.0"):
+        parse_training_config(["--flux_softening", "0"])
+
+
 def test_redshift_dropout_trains_a_guidable_pipeline(dataset_dir, tmp_path):
     args = tiny_args(dataset_dir, tmp_path, "--max_train_steps", "2", "--redshift_dropout", "0.5")
     pipe = GalaxyRedshiftPipeline.from_pretrained(train(parse_training_config(args)))

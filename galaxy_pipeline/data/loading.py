@@ -201,12 +201,14 @@ def fit_flux_transform(
     batch_size: int = 256,
     seed: int = 0,
     channel_mixing: Sequence[Sequence[float]] | None = None,
+    softening_in_noise_sigmas: float = 1.0,
 ) -> FluxTransform:
     """Fit a :class:`FluxTransform` on a random subset of at most ``max_images`` images of ``split``.
 
     The subset is read ``batch_size`` images at a time (in file order) and streamed through
     :meth:`FluxTransform.fit`, so memory stays at one batch. ``channel_mixing`` (e.g.
-    ``colour_basis_mixing()``) is stored in the transform and mixes the stretched bands per pixel.
+    ``colour_basis_mixing()``) is stored in the transform and mixes the stretched bands per pixel;
+    ``softening_in_noise_sigmas`` is the stretch's softening in units of each band's sky noise sigma.
     """
     check_split(split)
     if len(split) == 0:
@@ -221,7 +223,9 @@ def fit_flux_transform(
         for start in range(0, len(chosen), batch_size):
             yield images[chosen[start : start + batch_size].tolist()][IMAGE_KEY]
 
-    return FluxTransform.fit(batches(), channel_mixing=channel_mixing)
+    return FluxTransform.fit(
+        batches(), softening_in_noise_sigmas=softening_in_noise_sigmas, channel_mixing=channel_mixing
+    )
 
 
 def make_dataloader(

@@ -124,6 +124,13 @@ class TrainingConfig:
         },
     )
 
+    flux_softening: float = field(
+        default=1.0,
+        metadata={
+            "help": "Softening of the arcsinh stretch in units of each band's sky noise sigma: linear below it, "
+            "logarithmic above (docs/colour_basis.md)."
+        },
+    )
     flux_colour_weights: list[float] = field(
         default_factory=lambda: [0.2, 2.0],
         metadata={
@@ -220,6 +227,8 @@ class TrainingConfig:
             problems.append(f"mock_population={self.mock_population!r} is not one of {sorted(POPULATIONS)}")
         if self.flux_channel_basis not in CHANNEL_BASES:
             problems.append(f"flux_channel_basis={self.flux_channel_basis!r} is not one of {CHANNEL_BASES}")
+        if not (np.isfinite(self.flux_softening) and self.flux_softening > 0):
+            problems.append(f"flux_softening={self.flux_softening} must be a positive number of sky noise sigmas")
         weights = self.flux_colour_weights
         if len(weights) != 2 or not all(np.isfinite(w) and w != 0 for w in weights):
             problems.append(f"flux_colour_weights={weights} must be two finite, non-zero numbers")

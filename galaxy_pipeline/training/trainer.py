@@ -305,6 +305,7 @@ def _load_or_fit_flux_transform(split, output_dir: Path, config: TrainingConfig,
             split,
             max_images=config.flux_fit_images,
             seed=config.seed,
+            softening_in_noise_sigmas=config.flux_softening,
             channel_mixing=channel_mixing_for(config.flux_channel_basis, colour_weights=config.flux_colour_weights),
         )
         with atomic_folder(_make_dir(output_dir) / transform_dir.name) as staged:
