@@ -16,6 +16,7 @@ from galaxy_pipeline.data.loading import (
     load_split,
     make_dataloader,
     random_dihedral,
+    redshift_balanced_indices,
     transformed_split_gigabytes,
 )
 from galaxy_pipeline.normalization import FluxTransform
@@ -57,6 +58,25 @@ def test_load_split_errors_name_the_problem(dataset_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="lacks column\\(s\\) 'image'"):
         load_split(tmp_path / "no_images", "train")
+
+
+def test_redshift_balanced_indices_repeat_rare_bins_equally_within_each_bin():
+    redshifts = np.array([0.1] * 40 + [0.3] * 10 + [0.6] * 1)
+    counts = np.bincount(redshift_balanced_indices(redshifts, 1.0), minlength=len(redshifts))
+    assert set(counts[:40]) == {1} and set(counts[40:50]) == {4} and counts[50] == 4  # 40 / 1 capped at 4
+    half = np.bincount(redshift_balanced_indices(redshifts, 0.5), minlength=len(redshifts))
+    assert set(half[:40]) == {1} and set(half[40:50]) == {2} and half[50] == 4  # sqrt(4) = 2, sqrt(40) capped
+    np.testing.assert_array_equal(redshift_balanced_indices(redshifts, 0.0), np.arange(len(redshifts)))
+    with pytest.raises(ValueError, match="exponent must be in"):
+        redshift_balanced_indices(redshifts, 1.5)
+
+
+def test_loader_with_indices_draws_each_row_as_often_as_listed(train, flux_transform):
+    indices = [0, 0, 0, 1]
+    loader = make_dataloader(train, flux_transform, batch_size=4, seed=0, indices=indices)
+    (batch,) = list(loader)
+    expected = np.asarray(train.with_format("numpy")["redshift"], dtype=np.float32)[indices]
+    np.testing.assert_allclose(np.sort(batch["redshifts"].numpy()), np.sort(expected))
 
 
 def test_loader_batches_have_model_shapes_and_dtypes(train, flux_transform):

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from galaxy_pipeline import GalaxyRedshiftPipeline, paper_scheduler
 from galaxy_pipeline.data.galaxiesml import convert_galaxiesml
+from galaxy_pipeline.data.loading import redshift_balanced_indices
 from galaxy_pipeline.normalization import colour_basis_mixing
 from galaxy_pipeline.training import trainer
 from galaxy_pipeline.training.config import PRESETS, parse_training_config
@@ -388,6 +389,23 @@ def test_flux_softening_is_a_flag_in_sky_noise_sigmas(dataset_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="flux_softening=0.0"):
         parse_training_config(["--flux_softening", "0"])
+
+
+def test_redshift_balance_sets_the_epoch_rows_and_is_checked(dataset_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def recorded(redshifts, exponent):
+        calls.append(exponent)
+        return redshift_balanced_indices(redshifts, exponent)
+
+    monkeypatch.setattr(trainer, "redshift_balanced_indices", recorded)
+    train(parse_training_config(tiny_args(dataset_dir, tmp_path / "a", "--max_train_steps", "1")))
+    assert calls == []
+    args = tiny_args(dataset_dir, tmp_path / "b", "--max_train_steps", "1", "--redshift_balance", "0.5")
+    train(parse_training_config(args))
+    assert calls == [0.5]
+    with pytest.raises(ValueError, match="redshift_balance=2.0 must be in"):
+        parse_training_config(["--redshift_balance", "2"])
 
 
 def test_redshift_dropout_trains_a_guidable_pipeline(dataset_dir, tmp_path):

@@ -228,6 +228,29 @@ def fit_flux_transform(
     )
 
 
+def redshift_balanced_indices(
+    redshifts: np.ndarray, exponent: float, bin_width: float = 0.25, max_repeats: int = 4
+) -> np.ndarray:
+    """Row indices of one epoch in which rare redshifts repeat: galaxy i appears ``r_i`` times, where
+    ``r_i = min(max_repeats, round((n_max / n_i) ** exponent))``, ``n_i`` the count of its redshift bin.
+
+    Within a bin every galaxy repeats equally, so what a conditional model learns at each redshift is
+    unchanged; only how often each redshift is seen changes. ``exponent`` 0 gives every row once.
+
+    Args:
+        redshifts: (N,) spectroscopic redshifts of the split's rows.
+        exponent: 0 (uniform draws) to 1 (every bin equally, up to ``max_repeats``).
+        bin_width: width of the redshift bins, in z.
+        max_repeats: most repeats of one galaxy (the rarest galaxies are not memorised).
+    """
+    if not 0 <= exponent <= 1:
+        raise ValueError(f"exponent must be in [0, 1]; got {exponent}.")
+    bins = np.floor(np.asarray(redshifts, dtype=np.float64) / bin_width).astype(np.int64)
+    _, inverse, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    repeats = np.minimum(max_repeats, np.rint((counts.max() / counts[inverse]) ** exponent)).astype(np.int64)
+    return np.repeat(np.arange(len(bins)), np.maximum(repeats, 1))
+
+
 def make_dataloader(
     split: datasets.Dataset,
     flux_transform: FluxTransform,
@@ -238,6 +261,7 @@ def make_dataloader(
     seed: int = 0,
     drop_last: bool = True,
     in_memory: bool = False,
+    indices: Sequence[int] | None = None,
 ) -> DataLoader:
     """A plain, seeded ``DataLoader`` of ``{"images": (B, 5, H, W), "redshifts": (B,)}`` batches.
 
@@ -254,6 +278,8 @@ def make_dataloader(
         seed: seed of the shuffle order and the augmentation.
         drop_last: drop the last incomplete batch.
         in_memory: read and transform the split once into memory (see :class:`GalaxyImageDataset`).
+        indices: the rows of one epoch, repeats allowed (e.g. :func:`redshift_balanced_indices`);
+            None: every row once.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
@@ -263,6 +289,8 @@ def make_dataloader(
             "no batch would be produced; lower the batch size."
         )
     dataset = GalaxyImageDataset(split, flux_transform, augment=augment, seed=seed, in_memory=in_memory)
+    if indices is not None:
+        dataset = torch.utils.data.Subset(dataset, [int(i) for i in indices])
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,

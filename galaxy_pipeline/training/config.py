@@ -115,6 +115,13 @@ class TrainingConfig:
             "GB as float32 (4000 galaxies: 0.33 GB; 0 = never). Batches then cost nothing to read."
         },
     )
+    redshift_balance: float = field(
+        default=0.0,
+        metadata={
+            "help": "Exponent (0-1) of redshift-balanced epochs: a galaxy in a 0.25-wide redshift bin of n galaxies "
+            "repeats round((n_max / n) ** exponent) times, at most 4; 0 = every galaxy once (the paper)."
+        },
+    )
     flux_fit_images: int = field(default=2048, metadata={"help": "Images used to fit the flux transform."})
     flux_channel_basis: str = field(
         default="bands",
@@ -227,6 +234,8 @@ class TrainingConfig:
             problems.append(f"mock_population={self.mock_population!r} is not one of {sorted(POPULATIONS)}")
         if self.flux_channel_basis not in CHANNEL_BASES:
             problems.append(f"flux_channel_basis={self.flux_channel_basis!r} is not one of {CHANNEL_BASES}")
+        if not 0 <= self.redshift_balance <= 1:
+            problems.append(f"redshift_balance={self.redshift_balance} must be in [0, 1]")
         if not (np.isfinite(self.flux_softening) and self.flux_softening > 0):
             problems.append(f"flux_softening={self.flux_softening} must be a positive number of sky noise sigmas")
         weights = self.flux_colour_weights

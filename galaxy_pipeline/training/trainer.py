@@ -38,6 +38,7 @@ from galaxy_pipeline.data.loading import (
     load_split,
     make_dataloader,
     random_dihedral,
+    redshift_balanced_indices,
     transformed_split_gigabytes,
 )
 from galaxy_pipeline.data.mock_dataset import ensure_mock_dataset
@@ -108,6 +109,7 @@ def train(config: TrainingConfig) -> Path:
         num_workers=config.dataloader_num_workers,
         seed=config.seed,
         in_memory=transformed_split_gigabytes(split) <= config.dataset_in_memory_gb,
+        indices=redshift_balanced_indices(redshifts, config.redshift_balance) if config.redshift_balance else None,
     )
 
     # Model, noise schedule, EMA.
