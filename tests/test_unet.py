@@ -50,7 +50,7 @@ def test_bfloat16_forward(unet):
     assert torch.isfinite(out.float()).all()
 
 
-@pytest.mark.parametrize("name", ["quickstart", "standard"])
+@pytest.mark.parametrize("name", ["quickstart", "quickstart_coarse", "standard"])
 def test_cpu_presets_fold_pixels_and_keep_four_heads(name):
     unet = RedshiftUNet2DModel.from_preset(name).eval()
     assert unet.config.pixel_unshuffle_factor == 2 and unet.mid_block.attentions[0].heads == 4
