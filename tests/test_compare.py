@@ -54,6 +54,13 @@ def test_recipes_side_by_side(tmp_path, capsys):
     assert "| ellipticity, z 0-0.25: 0.3 | 0.25 FAIL | 0.29 pass |" in table
 
 
+def test_a_cell_without_a_generated_median_reads_nan(tmp_path, capsys):
+    a = write_report(tmp_path / "a", 0.10, 20, 0.25, False)
+    b = write_report(tmp_path / "b", 0.05, 30, None, False)  # e.g. no generated galaxy had a good Sersic fit
+    assert main(["compare", str(a), str(b), "--labels", "old", "new"]) == 0
+    assert "| ellipticity, z 0-0.25: 0.3 | 0.25 FAIL | nan FAIL |" in capsys.readouterr().out
+
+
 def test_reports_without_a_scorecard_are_refused_in_one_line(tmp_path, capsys):
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "report.json").write_text(json.dumps({"photoz": {}}))

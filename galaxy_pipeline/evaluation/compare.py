@@ -47,7 +47,7 @@ def read_report(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def _format(values: Sequence[float], spread: bool) -> list[str]:
-    values = [float(v) for v in values]
+    values = [float("nan") if v is None else float(v) for v in values]  # null: no measurement (JSON NaN)
     if not spread:
         return [f"{v:.3g}" for v in values]
     std = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
