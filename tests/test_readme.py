@@ -23,3 +23,14 @@ def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     command = re.search(r"^(python -m pytest)\s", readme, re.MULTILINE).group(1)
     assert re.search(rf"^{re.escape(command)}$", ci, re.MULTILINE)
+
+
+def test_docs_name_no_machine_paths():
+    """Reports copied into docs/ carry the relative paths of their documented commands, not this machine's."""
+    machine_path = re.compile(r"(?<![\w.~])/(?:work|root|home|tmp)/")
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in [REPO / "README.md", *(REPO / "docs").rglob("*")]
+        if path.suffix in {".md", ".json"} and machine_path.search(path.read_text())
+    ]
+    assert offenders == []
