@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from galaxy_pipeline.data.loading import load_split
 from galaxy_pipeline.evaluation.morphology import measure_morphology
-from galaxy_pipeline.evaluation.statistics import REDSHIFT_BIN_EDGES
+from galaxy_pipeline.evaluation.statistics import REDSHIFT_BIN_EDGES, redshift_bin_masks
 from galaxy_pipeline.generate import sampling_pipeline
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
 
@@ -51,16 +51,18 @@ def texture_by_brightness(fluxes: np.ndarray, softening: np.ndarray) -> list[tup
     return rows
 
 
-def binned_medians(fluxes: np.ndarray, redshifts: np.ndarray, edges: tuple[float, ...]) -> dict[str, list[float]]:
-    """The exam's median of each of ``MEDIAN_COLUMNS`` per redshift bin (NaN where a bin is empty)."""
+def binned_medians(
+    fluxes: np.ndarray, redshifts: np.ndarray, edges: tuple[float, ...] = REDSHIFT_BIN_EDGES
+) -> dict[str, list[float]]:
+    """The exam's median of each of ``MEDIAN_COLUMNS`` per redshift bin (the exam's bins; NaN where one is empty)."""
     table = measure_morphology(fluxes, progress=True)
     medians = {}
     for name in MEDIAN_COLUMNS:
         values = np.asarray(table[name], dtype=float)
-        medians[name] = []
-        for low, high in zip(edges[:-1], edges[1:], strict=True):
-            in_bin = values[(redshifts >= low) & (redshifts < high)]
-            medians[name].append(float(np.nanmedian(in_bin)) if np.isfinite(in_bin).any() else float("nan"))
+        medians[name] = [
+            float(np.nanmedian(values[in_bin])) if np.isfinite(values[in_bin]).any() else float("nan")
+            for _, in_bin in redshift_bin_masks(redshifts, edges)
+        ]
     return medians
 
 
@@ -101,7 +103,6 @@ def main() -> None:
         cells = texture_by_brightness(images, softening)
         print(f"| {label}: residual std (pixels) | " + " | ".join(f"{s:.3f} ({n})" for s, n in cells) + " |")
 
-    edges = tuple(REDSHIFT_BIN_EDGES)
     rng = np.random.default_rng(0)
     stretched = np.arcsinh(real / softening[None, :, None, None])
     variants = [("real", real), ("generated", generated)] + [
@@ -112,11 +113,12 @@ def main() -> None:
         )
         for amplitude in args.inject
     ]
+    edges = REDSHIFT_BIN_EDGES
     bins = " | ".join(f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True))
     print(f"\n| images | quantity | {bins} |")
     print("|---|---|" + "---|" * (len(edges) - 1))
     for label, images in variants:
-        for name, values in binned_medians(images, redshifts, edges).items():
+        for name, values in binned_medians(images, redshifts).items():
             print(f"| {label} | {name} | " + " | ".join(f"{v:.3g}" for v in values) + " |")
 
 

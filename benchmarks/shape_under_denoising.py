@@ -17,13 +17,11 @@ import argparse
 
 import numpy as np
 import torch
+from pixel_texture import MEDIAN_COLUMNS, binned_medians
 
 from galaxy_pipeline.data.loading import load_split
-from galaxy_pipeline.evaluation.morphology import measure_morphology
 from galaxy_pipeline.generate import sampling_pipeline
 from galaxy_pipeline.pipeline import GalaxyRedshiftPipeline
-
-MEDIAN_COLUMNS = ("ellipticity", "semimajor_axis_arcsec", "sersic_index", "mag_i")
 
 
 def denoise_from(
@@ -45,12 +43,6 @@ def denoise_from(
     return pipe.flux_transform.inverse(sample).numpy()
 
 
-def medians(fluxes: np.ndarray) -> list[float]:
-    """The exam's median of each of ``MEDIAN_COLUMNS`` over the images."""
-    table = measure_morphology(fluxes)
-    return [float(np.nanmedian(np.asarray(table[name], dtype=float))) for name in MEDIAN_COLUMNS]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="pipeline folder")
@@ -69,10 +61,16 @@ def main() -> None:
     print(f"{len(fluxes)} test galaxies below z = {args.z_max:g}; DDIM {args.steps} steps over the schedule\n")
     print("| images | " + " | ".join(MEDIAN_COLUMNS) + " |")
     print("|---|" + "---|" * len(MEDIAN_COLUMNS))
-    print("| real | " + " | ".join(f"{v:.3g}" for v in medians(fluxes)) + " |")
+
+    def print_row(label: str, images: np.ndarray) -> None:
+        medians = binned_medians(images, redshifts, (0.0, args.z_max))
+        print(f"| {label} | " + " | ".join(f"{medians[name][0]:.3g}" for name in MEDIAN_COLUMNS) + " |")
+
+    print_row("real", fluxes)
     for start in args.starts:
-        denoised = denoise_from(pipe, fluxes, redshifts, start, args.steps, seed=start)
-        print(f"| noised to t <= {start}, denoised | " + " | ".join(f"{v:.3g}" for v in medians(denoised)) + " |")
+        print_row(
+            f"noised to t <= {start}, denoised", denoise_from(pipe, fluxes, redshifts, start, args.steps, seed=start)
+        )
 
 
 if __name__ == "__main__":
